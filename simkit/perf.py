@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from simkit.config import ACTIVATION_BYTES, Config
 
 __all__ = ["PerfModel", "StepCost"]
@@ -148,6 +150,32 @@ class PerfModel:
         roof = max(flops / self.flops_rate, nbytes / self.bandwidth_rate)
         comm = self.comm_fixed + self.comm_per_token * num_tokens if self.comm_per_token else 0.0
         return StepCost(self.alpha * roof + comm + self.beta, flops, nbytes)
+
+    def step_arrays(self, num_tokens: np.ndarray, attn_work: np.ndarray,
+                    kv_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Vectorized :meth:`step` over many steps: (time, flops, bytes) arrays.
+
+        Must give the same numbers as :meth:`step` element by element (same operations in
+        the same order), because the fast engine path uses it to price decode stretches.
+        """
+        num_tokens = np.asarray(num_tokens, dtype=float)
+        flops = self.linear_flops_per_token * num_tokens + self.attn_flops_per_pair * attn_work
+        if self.num_moe_layers:
+            e = self.num_experts
+            touched = e * -np.expm1(num_tokens * self.experts_per_token * math.log1p(-1.0 / e))
+            weights = self.dense_weight_bytes + self.num_moe_layers * touched * self.expert_bytes
+        elif self.moe_fallback_active_bytes:
+            weights = np.minimum(self.moe_fallback_active_bytes * num_tokens,
+                                 self.dense_weight_bytes)
+        else:
+            weights = np.full_like(num_tokens, self.dense_weight_bytes)
+        nbytes = weights + self.kv_bytes_per_token * kv_tokens
+        roof = np.maximum(flops / self.flops_rate, nbytes / self.bandwidth_rate)
+        if self.comm_per_token:
+            comm = self.comm_fixed + self.comm_per_token * num_tokens
+        else:
+            comm = 0.0
+        return self.alpha * roof + comm + self.beta, flops, nbytes
 
     def attention_sums(self, num_new: int, num_cached: int) -> tuple[float, float]:
         """(attn_work, kv_tokens) of one request computing ``num_new`` after ``num_cached``.
