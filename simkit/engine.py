@@ -32,7 +32,7 @@ from simkit.perf import PerfModel
 from simkit.policy import Policy, make_policy
 from simkit.request import Request, RequestStatus
 from simkit.result import SimResult, SimulationInterrupted, Snapshot
-from simkit.scheduler import ItlSink, Scheduler
+from simkit.scheduler import ItlSink, Scheduler, SchedulerOutput
 from simkit.workload import RequestPlan, build_workload
 
 __all__ = ["Engine", "simulate"]
@@ -62,8 +62,11 @@ class Engine:
 
     def __init__(self, config: Config, *, plan: RequestPlan | None = None,
                  policy: Policy | None = None, progress: ProgressCallback | None = None,
-                 mode: str | None = None) -> None:
+                 mode: str | None = None,
+                 on_step: Callable[[Engine, float, float, SchedulerOutput], Any] | None = None,
+                 ) -> None:
         self.config = config
+        self.on_step = on_step  # test hook: called after every scheduler step (t0, t1, output)
         self.mode = mode or config.simulation.mode
         if self.mode not in ("fast", "exact"):
             raise SimulationError(f"mode = {self.mode!r}: must be 'fast' or 'exact'")
@@ -242,7 +245,7 @@ class Engine:
             if out.preempted:
                 return  # the running pass preempted its own head; try again
             raise SimulationError(self._stuck_message())
-        cost = self.perf.step(out.num_tokens, out.attn_work, out.kv_tokens)
+        cost = self.perf.step(out.num_tokens, out.attn_work, out.kv_tokens, len(out.requests))
         t0 = self.now
         t1 = t0 + cost.time
         used = self.kv.num_used_blocks
@@ -263,6 +266,8 @@ class Engine:
         self.now = t1
         if finished:
             self._on_finished(finished)
+        if self.on_step is not None:
+            self.on_step(self, t0, t1, out)
 
     def _stuck_message(self) -> str:
         sched = self.scheduler

@@ -143,8 +143,13 @@ class PerfModel:
             return min(self.moe_fallback_active_bytes * num_tokens, self.dense_weight_bytes)
         return self.dense_weight_bytes
 
-    def step(self, num_tokens: int, attn_work: float, kv_tokens: float) -> StepCost:
-        """Cost of a step with the batch sums described in the module docstring."""
+    def step(self, num_tokens: int, attn_work: float, kv_tokens: float,
+             num_seqs: int = 1) -> StepCost:
+        """Cost of a step with the batch sums described in the module docstring.
+
+        ``num_seqs`` (requests in the batch) is unused by the pure roofline but part of the
+        signature so calibrated per-sequence terms can use it.
+        """
         flops = self.linear_flops_per_token * num_tokens + self.attn_flops_per_pair * attn_work
         nbytes = self.weight_bytes(num_tokens) + self.kv_bytes_per_token * kv_tokens
         roof = max(flops / self.flops_rate, nbytes / self.bandwidth_rate)
@@ -152,7 +157,8 @@ class PerfModel:
         return StepCost(self.alpha * roof + comm + self.beta, flops, nbytes)
 
     def step_arrays(self, num_tokens: np.ndarray, attn_work: np.ndarray,
-                    kv_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    kv_tokens: np.ndarray, num_seqs: np.ndarray | int = 1,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Vectorized :meth:`step` over many steps: (time, flops, bytes) arrays.
 
         Must give the same numbers as :meth:`step` element by element (same operations in

@@ -594,11 +594,18 @@ def _map_block_hashes(hash_ids: list[list[int]], input_tokens: np.ndarray, block
         segments: list[int] = []
         g = _HASH_ROOT
         j = 0
+        num_ids = len(ids)
         while j < num_blocks:
             m = (j * bs) // tb
-            j_end = min(num_blocks, -(-((m + 1) * tb) // bs))  # blocks starting in trace block m
+            j_end = ((m + 1) * tb + bs - 1) // bs  # first block starting after trace block m
+            if j_end > num_blocks:
+                j_end = num_blocks
             m_last = (j_end * bs - 1) // tb
-            touched = tuple(ids[k] if k < len(ids) else (-1, req) for k in range(m, m_last + 1))
+            if m_last == m:  # the common case, always so when bs divides tb
+                touched = (ids[m],) if m < num_ids else ((-1, req),)
+            else:
+                touched = tuple(ids[k] if k < num_ids else (-1, req)
+                                for k in range(m, m_last + 1))
             key = (g, touched, j, j_end)
             hit = memo.get(key)
             if hit is None:
@@ -629,7 +636,7 @@ def _map_block_hashes(hash_ids: list[list[int]], input_tokens: np.ndarray, block
     bounds = run_first_block[seg_runs].tolist()
     seg_hashes = [tuple(values[a:b]) for a, b in itertools.pairwise(bounds)]
     return [seg_hashes[segments[0]] if len(segments) == 1
-            else tuple(itertools.chain.from_iterable(seg_hashes[s] for s in segments))
+            else tuple(itertools.chain.from_iterable(map(seg_hashes.__getitem__, segments)))
             for segments in plans]
 
 
