@@ -23,6 +23,7 @@ import itertools
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ class RequestPlan:
     """The requests a workload sends, in send order (index = request id).
 
     Open loop and traces give ``arrival_times``; a closed loop gives ``num_users`` (and their
-    start times) instead, and the engine sends request ``i + 1`` when a user becomes free.
+    start times) instead, and the engine sends the next request when a user becomes free.
     Arrays are converted to int64 / float64 and made read-only, so a plan can be shared by
     several simulations without one changing another's requests.
 
@@ -120,13 +121,9 @@ class RequestPlan:
     def __len__(self) -> int:
         return len(self.num_prompt_tokens)
 
-    @property
-    def is_closed_loop(self) -> bool:
-        return self.arrival_times is None
-
 
 def _frozen_array(value: Any, dtype: type) -> np.ndarray:
-    arr = np.array(value, dtype=dtype, copy=True)
+    arr: np.ndarray = np.array(value, dtype=dtype, copy=True)
     arr.flags.writeable = False
     return arr
 
@@ -198,17 +195,16 @@ def _open_loop_arrivals(cfg: WorkloadConfig, rng: np.random.Generator) -> np.nda
         return np.zeros(n)
     rate = cfg.arrival_rate
     assert rate is not None  # WorkloadConfig requires arrival_rate for these patterns
-    if n is None:
-        assert duration is not None
-        expected = rate * duration
-        if expected > _MAX_EXPECTED_ARRIVALS:
-            raise ConfigError(
-                f"[workload] arrival_rate × duration_secs = {expected:.3g} expected requests: "
-                f"at most {_MAX_EXPECTED_ARRIVALS:.0e} without num_requests; set num_requests "
-                "or a shorter duration_secs", table="workload", field="duration_secs")
+    horizon = duration if duration is not None else math.inf
+    expected = rate * horizon  # arrivals expected before the duration (inf: no duration)
+    if n is None and expected > _MAX_EXPECTED_ARRIVALS:
+        raise ConfigError(
+            f"[workload] arrival_rate × duration_secs = {expected:.3g} expected requests: "
+            f"at most {_MAX_EXPECTED_ARRIVALS:.0e} without num_requests; set num_requests "
+            "or a shorter duration_secs", table="workload", field="duration_secs")
 
     if pattern in ("uniform", "fixed_rate"):
-        count = n if n is not None else math.ceil(rate * duration) + 1  # type: ignore[operator]
+        count = n if n is not None else math.ceil(expected) + 1
         times = np.arange(1, count + 1, dtype=np.float64) / rate
     else:
         group = cfg.burst_size if pattern == "burst" else 1
@@ -224,7 +220,7 @@ def _open_loop_arrivals(cfg: WorkloadConfig, rng: np.random.Generator) -> np.nda
         if n is not None:
             group_times = np.cumsum(gaps(-(-n // group)))
         else:
-            group_times = _draw_until(gaps, rate * duration / group, duration)  # type: ignore[operator]
+            group_times = _draw_until(gaps, expected / group, horizon)
         times = np.repeat(group_times, group) if group > 1 else group_times
         if n is not None:
             times = times[:n]
@@ -233,7 +229,8 @@ def _open_loop_arrivals(cfg: WorkloadConfig, rng: np.random.Generator) -> np.nda
     return times
 
 
-def _draw_until(gaps: Any, expected: float, duration: float) -> np.ndarray:
+def _draw_until(gaps: Callable[[int], np.ndarray], expected: float,
+                duration: float) -> np.ndarray:
     """Cumulative sums of ``gaps(k)`` chunks until the last one reaches ``duration``."""
     chunk = int(expected + 6.0 * math.sqrt(expected) + 16)
     parts: list[np.ndarray] = []
@@ -257,15 +254,18 @@ def sample_lengths(dist: LengthDist, n: int, rng: np.random.Generator) -> np.nda
     dist.check("workload.length_dist")
     values: np.ndarray
     if dist.type == "fixed":
-        values = np.full(n, float(dist.value))  # type: ignore[arg-type]
+        assert dist.value is not None  # dist.check ensures the fields each type needs
+        values = np.full(n, float(dist.value))
     elif dist.type == "uniform":
-        values = rng.integers(int(dist.min), int(dist.max) + 1, n)  # type: ignore[arg-type]
-    elif dist.type == "normal":
-        values = rng.normal(dist.mean, dist.std_dev, n)
-    elif dist.type == "lognormal":
-        values = rng.lognormal(dist.mean, dist.std_dev, n)
+        assert dist.min is not None and dist.max is not None
+        values = rng.integers(int(dist.min), int(dist.max) + 1, n)
+    elif dist.type in ("normal", "lognormal"):
+        assert dist.mean is not None and dist.std_dev is not None
+        draw = rng.normal if dist.type == "normal" else rng.lognormal
+        values = draw(dist.mean, dist.std_dev, n)
     else:
-        pool = _read_empirical(dist.path)  # type: ignore[arg-type]
+        assert dist.path is not None
+        pool = _read_empirical(dist.path)
         values = pool[rng.integers(0, len(pool), n)]
     return np.trunc(np.clip(values, 1, _MAX_TOKENS)).astype(np.int64)
 
@@ -306,6 +306,9 @@ def _read_empirical(path: str | os.PathLike[str]) -> np.ndarray:
 # ----------------------------------------------------------------------------------- traces
 def _trace_plan(cfg: WorkloadConfig, block_size: int,
                 rngs: dict[str, np.random.Generator]) -> RequestPlan:
+    """Replay ``cfg.trace_path``: its first ``min(trace_limit, num_requests)`` rows, arrivals
+    before ``duration_secs``. A trace's own ``priority`` column wins over
+    ``num_priority_levels``; Mooncake ``hash_ids`` become ``block_hashes``."""
     limits = [v for v in (cfg.trace_limit, cfg.num_requests) if v is not None]
     assert cfg.trace_path is not None  # WorkloadConfig requires it for pattern 'trace'
     df = read_trace(cfg.trace_path, fmt=cfg.trace_format, time_scale=cfg.time_scale,
@@ -368,14 +371,13 @@ def read_trace(path: str | os.PathLike[str], *, fmt: TraceFormat = "auto",
         raise TraceError(f"trace file not found: {p}")
     if p.stat().st_size == 0:
         raise TraceError(f"trace file {p} is empty")
-    if fmt == "auto":
-        fmt = _detect_format(p)
-    if fmt == "mooncake":
+    kind = _detect_format(p) if fmt == "auto" else fmt
+    if kind == "mooncake":
         df = _read_mooncake(p, limit)
-    elif fmt == "parquet":
+    elif kind == "parquet":
         df = _read_parquet(p, limit)
     else:
-        df = _read_csv(p, limit, azure=fmt == "azure")
+        df = _read_csv(p, limit, azure=kind == "azure")
     df["arrival_time"] = df["arrival_time"] / float(time_scale)
     return df.reset_index(drop=True)
 
@@ -400,6 +402,11 @@ def _detect_format(p: Path) -> str:
 def _row(i: int, line_offset: int | None) -> str:
     """Name data row ``i`` (0-based) for a message: 1-based, with its file line if known."""
     return f"row {i + 1}" + (f" (line {i + line_offset})" if line_offset is not None else "")
+
+
+def _cell(value: Any) -> str:
+    """A trace cell for a message: ``5``, ``2.5`` or ``'abc'`` (not ``np.float64(2.5)``)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def _require_columns(p: Path, kind: str, found: list[str], needed: tuple[str, ...]) -> None:
@@ -429,8 +436,9 @@ def _read_csv(p: Path, limit: int | None, *, azure: bool) -> pd.DataFrame:
         bad = np.flatnonzero(stamps.isna().to_numpy())
         if len(bad):
             i = int(bad[0])
-            raise TraceError(f"{p}: {_row(i, 2)}: TIMESTAMP = {raw['TIMESTAMP'].iloc[i]!r} is "
-                             "not a date-time like '2023-11-16 18:15:46.6805900'")
+            cell = _cell(raw["TIMESTAMP"].iloc[i])
+            raise TraceError(f"{p}: {_row(i, 2)}: TIMESTAMP = {cell} is not a date-time like "
+                             "'2023-11-16 18:15:46.6805900'")
         ns = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64)
         _check_sorted(p, "TIMESTAMP", ns, 2)
         arrival = (ns - ns[0]) / 1e9
@@ -528,7 +536,7 @@ def _numeric(p: Path, raw: pd.DataFrame, col: str, line_offset: int | None) -> n
         why = ("is missing (NaN)" if pd.isna(cell)
                else "is negative" if np.isfinite(values[i]) and values[i] < 0
                else "is not a finite number")
-        raise TraceError(f"{p}: {_row(i, line_offset)}: {col} = {cell!r} {why}")
+        raise TraceError(f"{p}: {_row(i, line_offset)}: {col} = {_cell(cell)} {why}")
     return values
 
 
@@ -551,8 +559,8 @@ def _tokens(p: Path, raw: pd.DataFrame, col: str, line_offset: int | None, *,
     if len(bad):
         i = int(bad[0])
         allowed = "an integer" + (f" >= {minimum}" if minimum is not None else "")
-        raise TraceError(f"{p}: {_row(i, line_offset)}: {col} = {raw[col].iloc[i]!r}: must be "
-                         f"{allowed}")
+        cell = _cell(raw[col].iloc[i])
+        raise TraceError(f"{p}: {_row(i, line_offset)}: {col} = {cell}: must be {allowed}")
     return values.astype(np.int64)
 
 
@@ -601,6 +609,7 @@ def _map_block_hashes(hash_ids: list[list[int]], input_tokens: np.ndarray, block
             if j_end > num_blocks:
                 j_end = num_blocks
             m_last = (j_end * bs - 1) // tb
+            touched: tuple[int | tuple[int, int], ...]
             if m_last == m:  # the common case, always so when bs divides tb
                 touched = (ids[m],) if m < num_ids else ((-1, req),)
             else:
