@@ -74,6 +74,36 @@ class KVCacheManager:
         self.num_prefix_query_tokens += request.num_prompt_tokens
         return hits
 
+    def peek_computed_blocks(self, request: Request) -> list[int]:
+        """Like :meth:`get_computed_blocks` but without touching the statistics."""
+        hashes = request.block_hashes or ()
+        max_blocks = min(len(hashes), (request.num_prompt_tokens - 1) // self.block_size)
+        hits: list[int] = []
+        for h in hashes[:max_blocks]:
+            block = self._cached.get(h)
+            if block is None:
+                break
+            hits.append(block)
+        return hits
+
+    def take_blocks(self, count: int) -> None:
+        """Counting mode: ``count`` blocks leave the free pool (decode-group growth)."""
+        self._num_free -= count
+
+    def append_block(self, request: Request) -> None:
+        """Prefix mode: give ``request`` one more block, recycling the LRU free block."""
+        block, _none = self._free_queue.popitem(last=False)
+        old = self._block_hash[block]
+        if old is not None:
+            if self._cached.get(old) == block:
+                del self._cached[old]
+            self._block_hash[block] = None
+        self._ref_cnt[block] = 1
+        assert request.block_ids is not None
+        request.block_ids.append(block)
+        request.num_blocks += 1
+        self._num_free -= 1
+
     def record_hit(self, num_tokens: int) -> None:
         self.num_prefix_hit_tokens += num_tokens
 
