@@ -62,6 +62,7 @@ class DecodeGroup:
         if self.buckets is not None:
             self.buckets[phase][request.id] = request
         self._seq += 1
+        request.group_seq = self._seq  # type: ignore[attr-defined]
         g_finish = self.g + request.max_tokens - request.num_output_tokens
         heapq.heappush(self._heap, (g_finish, self._seq, request))
 
@@ -111,9 +112,14 @@ class DecodeGroup:
     def steps_to_next_finish(self) -> int:
         """Steps until the next member emits its last token (that step included)."""
         heap = self._heap
-        while heap and self.members.get(heap[0][2].id) is not heap[0][2]:
-            heapq.heappop(heap)  # a finished member's stale entry
+        while heap and not self._valid(heap[0]):
+            heapq.heappop(heap)  # entry of a member that left (finished or preempted)
         return heap[0][0] - self.g if heap else 1 << 62
+
+    def _valid(self, entry: tuple[int, int, Request]) -> bool:
+        request = entry[2]
+        return (self.members.get(request.id) is request
+                and request.group_seq == entry[1])  # type: ignore[attr-defined]
 
     def advance(self, steps: int, end_time: float) -> list[Request]:
         """Account ``steps`` decode steps ending at ``end_time``; return members that finished
@@ -124,9 +130,10 @@ class DecodeGroup:
         heap = self._heap
         done: list[Request] = []
         while heap and heap[0][0] <= self.g:
-            _, _, request = heapq.heappop(heap)
-            if self.members.get(request.id) is not request:
+            entry = heapq.heappop(heap)
+            if not self._valid(entry):
                 continue
+            request = entry[2]
             done.append(request)
         if done:
             order = {rid: k for k, rid in enumerate(self.members)} if len(done) > 1 else None

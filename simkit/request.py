@@ -35,6 +35,7 @@ class Request:
         "group_c0",
         "group_g0",
         "group_o0",
+        "group_seq",
         "id",
         "arrival_time",
         "last_token_time",

@@ -212,9 +212,11 @@ class Scheduler:
                 - request.num_blocks
             plan.append((request, num_new))
             left -= num_new
-        if need > self.kv.num_free_blocks:
-            return None
         out = SchedulerOutput()
+        if need > self.kv.num_free_blocks:
+            if not self._preempt_suffix(group, plan, need - self.kv.num_free_blocks, out):
+                return None
+            n = group.n
         out.num_group = n
         total = float(group.total_computed + n)
         out.num_tokens = n
@@ -229,8 +231,43 @@ class Scheduler:
             ok = self.kv.allocate_slots(request, num_new)
             assert ok, "block plan and allocation disagree"
             out.add(request, num_new, self.perf)
-        self._schedule_waiting(out, left)
+        if not out.preempted:
+            self._schedule_waiting(out, left)
         return out
+
+    def _preempt_suffix(self, group: DecodeGroup, plan: list[tuple[Request, int]],
+                        deficit: int, out: SchedulerOutput) -> bool:
+        """FCFS block shortage, in aggregate: preempt from the end of the running order.
+
+        The exact pass preempts the last running request whenever the request it is serving
+        cannot get its blocks. With counted blocks the outcome depends only on totals: the
+        fewest last requests whose (blocks needed this step + blocks held) cover the
+        deficit. Returns False when only the exact pass can decide (other policies, prefix
+        caching: there the order of frees and allocations matters).
+        """
+        if not self.waiting.fcfs or group.buckets is not None:
+            return False
+        bs = self.block_size
+        got = 0
+        planned = {id(r): k for r, k in plan}
+        tail = self.tail
+        while got < deficit and tail:
+            request = tail.pop()
+            k = planned.pop(id(request), 0)
+            if k:
+                plan.pop()
+                got += -(-(request.num_computed_tokens + k) // bs) - request.num_blocks
+            got += request.num_blocks
+            self._evict(request, out)
+        while got < deficit and group.n:
+            request = next(reversed(group.members.values()))
+            group.materialize(request)
+            group.remove(request)
+            if request.num_computed_tokens % bs == 0:  # it needed a block this step
+                got += 1
+            got += request.num_blocks
+            self._evict(request, out)
+        return True
 
     def _schedule_running(self, out: SchedulerOutput, budget: int) -> int:
         running = self.tail
@@ -260,7 +297,14 @@ class Scheduler:
         return max(self.tail[index:], key=key)
 
     def _preempt(self, victim: Request, out: SchedulerOutput) -> None:
-        self.tail.remove(victim)
+        if self.tail and self.tail[-1] is victim:
+            self.tail.pop()
+        else:
+            self.tail.remove(victim)
+        self._evict(victim, out)
+
+    def _evict(self, victim: Request, out: SchedulerOutput) -> None:
+        """Preempt a request already taken out of the running order: free, reset, requeue."""
         self.kv.free(victim)
         if self.preemption_free:
             self._reserved_blocks -= self.kv.blocks_needed(victim.max_total_tokens)
