@@ -30,13 +30,13 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 
 def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
     line = "  ".join("-" * w for w in widths)
     out = [title, "  ".join(h.rjust(w) if i else h.ljust(w)
-                            for i, (h, w) in enumerate(zip(header, widths))), line]
+                            for i, (h, w) in enumerate(zip(header, widths, strict=True))), line]
     for row in rows:
         out.append("  ".join(str(c).rjust(w) if i else str(c).ljust(w)
-                             for i, (c, w) in enumerate(zip(row, widths))))
+                             for i, (c, w) in enumerate(zip(row, widths, strict=True))))
     return "\n".join(out)
 
 

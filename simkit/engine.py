@@ -194,6 +194,7 @@ class Engine:
         max_sim = sim_cfg.max_sim_secs if sim_cfg.max_sim_secs is not None else math.inf
         max_wall = sim_cfg.max_wall_secs if sim_cfg.max_wall_secs is not None else math.inf
         stop_reason: str | None = None
+        iterations = 0
         fast = None
         if self.mode == "fast":
             from simkit.fastpath import FastForward
@@ -215,11 +216,10 @@ class Engine:
                 if self.now >= max_sim:
                     stop_reason = f"max_sim_secs = {max_sim:g} reached"
                     break
-                if fast is not None and fast.advance(max_sim):
-                    self._after_time_advance()
-                    continue
-                self._step()
-                if self.num_steps & 1023 == 0 and time.perf_counter() - wall0 > max_wall:
+                if fast is None or not fast.advance(max_sim):
+                    self._step()
+                iterations += 1
+                if iterations & 255 == 0 and time.perf_counter() - wall0 > max_wall:
                     stop_reason = f"max_wall_secs = {max_wall:g} reached"
                     break
                 if self.progress is not None and self._maybe_progress() is False:
@@ -230,13 +230,9 @@ class Engine:
             raise SimulationInterrupted(result) from None
         return self._finish(wall0, stop_reason)
 
-    def _after_time_advance(self) -> None:
-        if self.progress is not None:
-            self._maybe_progress()
-
     def _idle_until(self, t: float) -> None:
-        self.series.add_span(self.now, t, 0.0, 0.0, self.kv.num_used_blocks, False, 0,
-                             len(self.scheduler.waiting))
+        self.series.add_span(self.now, t, 0.0, 0.0, self.kv.num_used_blocks * (t - self.now),
+                             False, 0, len(self.scheduler.waiting))
         self.now = t
 
     def _step(self) -> None:
@@ -250,8 +246,8 @@ class Engine:
         t0 = self.now
         t1 = t0 + cost.time
         used = self.kv.num_used_blocks
-        self.series.add_span(t0, t1, cost.flops, cost.bytes, used, True, sched.num_running,
-                             len(sched.waiting))
+        self.series.add_span(t0, t1, cost.flops, cost.bytes, used * cost.time, True,
+                             sched.num_running, len(sched.waiting))
         self.itl.step_start = t0
         finished = sched.update(out, t1, self.itl)
         emitted = sched.last_num_emitted

@@ -72,7 +72,7 @@ def latency_stats(values: np.ndarray, weights: np.ndarray | None = None,
         pct = weighted_percentiles(values, w, PERCENTILES)
         mean = float(np.dot(values, w) / w.sum())
     result = {"mean": mean * scale}
-    result.update({f"p{q}": float(p) * scale for q, p in zip(PERCENTILES, pct)})
+    result.update({f"p{q}": float(p) * scale for q, p in zip(PERCENTILES, pct, strict=True)})
     result["min"] = float(values.min()) * scale
     result["max"] = float(values.max()) * scale
     return result
@@ -154,9 +154,12 @@ class IntervalSeries:
             self.index += 1
         self.num_closed = self.index
 
-    def add_span(self, t0: float, t1: float, flops: float, nbytes: float, kv_blocks: float,
+    def add_span(self, t0: float, t1: float, flops: float, nbytes: float, kv_block_s: float,
                  busy: bool, running: int, waiting: int, steps: int = 1) -> None:
-        """Add the busy (a step or several) or idle span [t0, t1] with its totals."""
+        """Add the busy (one or more steps) or idle span [t0, t1] with its totals.
+
+        ``kv_block_s`` is the integral of KV blocks in use over the span (block-seconds).
+        """
         dt = self.dt
         cur = self._cur
         k0 = int(t0 // dt)
@@ -170,7 +173,7 @@ class IntervalSeries:
                 cur["flops"] += flops
                 cur["bytes"] += nbytes
                 cur["steps"] += steps
-            cur["kv_block_s"] += kv_blocks * span
+            cur["kv_block_s"] += kv_block_s
             return
         start = t0
         while self.index < k1:
@@ -180,7 +183,7 @@ class IntervalSeries:
                 cur["busy_s"] += end - start
                 cur["flops"] += flops * frac
                 cur["bytes"] += nbytes * frac
-            cur["kv_block_s"] += kv_blocks * (end - start)
+            cur["kv_block_s"] += kv_block_s * frac
             self._close_until(self.index + 1, running, waiting)
             start = end
         frac = (t1 - start) / span
@@ -189,7 +192,7 @@ class IntervalSeries:
             cur["flops"] += flops * frac
             cur["bytes"] += nbytes * frac
             cur["steps"] += steps
-        cur["kv_block_s"] += kv_blocks * (t1 - start)
+        cur["kv_block_s"] += kv_block_s * frac
 
     def add_tokens(self, prefill: int, decode: int, output: int) -> None:
         cur = self._cur

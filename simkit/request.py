@@ -27,6 +27,7 @@ class Request:
     """Mutable per-request state inside one simulation (times in simulated seconds)."""
 
     __slots__ = (
+        "arrival_time",
         "block_hashes",
         "block_ids",
         "finish_time",
@@ -37,7 +38,6 @@ class Request:
         "group_o0",
         "group_seq",
         "id",
-        "arrival_time",
         "last_token_time",
         "max_tokens",
         "num_blocks",

@@ -332,7 +332,8 @@ class Scheduler:
         request = waiting.peek()
         hits = self.kv.peek_computed_blocks(request) if self.prefix_caching else []
         remaining = request.num_tokens - len(hits) * self.block_size
-        if not self.chunked and remaining > budget:
+        if not self.chunked and remaining > budget and \
+                not (request.num_output_tokens and remaining > self.max_num_batched_tokens):
             return True if waiting.fcfs else None
         num_new = self._cap(request, remaining, budget)
         if self.max_partial and num_new < remaining:
@@ -347,7 +348,7 @@ class Scheduler:
         skipped: list[Request] = []
         partial = 0
         if self.max_partial:
-            partial = sum(1 for r, n in zip(out.requests, out.num_new_tokens)
+            partial = sum(1 for r, n in zip(out.requests, out.num_new_tokens, strict=True)
                           if n < r.num_remaining_tokens)
         while waiting and budget > 0 and self.num_running < self.max_num_seqs:
             request = waiting.peek()
@@ -396,7 +397,7 @@ class Scheduler:
             assert self.group is not None
             finished.extend(self.group.advance(1, now))
         num_from_group = len(finished)
-        for request, num_new in zip(out.requests, out.num_new_tokens):
+        for request, num_new in zip(out.requests, out.num_new_tokens, strict=True):
             if request.first_scheduled_time < 0:
                 request.first_scheduled_time = step_start
             request.num_computed_tokens += num_new
