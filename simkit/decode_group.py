@@ -136,9 +136,8 @@ class DecodeGroup:
             request = entry[2]
             done.append(request)
         if done:
-            order = {rid: k for k, rid in enumerate(self.members)} if len(done) > 1 else None
-            if order is not None:
-                done.sort(key=lambda r: order[r.id])
+            if len(done) > 1:  # running order = join order
+                done.sort(key=lambda r: r.group_seq)  # type: ignore[attr-defined]
             for request in done:
                 self.materialize(request)
                 self.remove(request)

@@ -144,7 +144,8 @@ class Scheduler:
     # ------------------------------------------------------------------------------ views
     @property
     def num_running(self) -> int:
-        return len(self.tail) + (self.group.n if self.group is not None else 0)
+        group = self.group
+        return len(self.tail) + group.n if group is not None else len(self.tail)
 
     @property
     def running(self) -> list[Request]:
