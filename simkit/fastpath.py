@@ -34,8 +34,8 @@ __all__ = ["FastForward"]
 
 #: Longest stretch priced at once (bounds the temporary arrays).
 MAX_STRETCH = 8192
-#: Shorter stretches go through the ordinary one-step path (cheaper than numpy set-up).
-MIN_STRETCH = 4
+#: Stretches up to this long are priced step by step in Python (cheaper than numpy set-up).
+SCALAR_MAX = 48
 
 
 class FastForward:
@@ -70,25 +70,79 @@ class FastForward:
             return False
         limit = min(group.steps_to_next_finish(), MAX_STRETCH,
                     self._max_steps_by_blocks(e.kv.num_free_blocks))
-        if limit < MIN_STRETCH:
+        if limit < 1:
             return False
         now = e.now
-        j = np.arange(limit, dtype=float)
-        work = (group.total_computed + n) + n * j
-        d, flops, nbytes = e.perf.step_arrays(np.full(limit, float(n)), work, work, n)
+        total = group.total_computed + n
+        horizon = min(e.next_arrival_time(), max_sim)
+        if horizon != math.inf:
+            # steps only get longer as contexts grow, so at most this many start before it
+            d0 = e.perf.step(n, float(total), float(total), n).time
+            limit = min(limit, int((horizon - now) / d0) + 2)
+        if limit <= SCALAR_MAX:
+            return self._advance_scalar(limit, horizon)
+        work = total + n * np.arange(limit, dtype=float)
+        d, flops, nbytes = e.perf.step_arrays(float(n), work, work, n)
         ends = np.cumsum(np.concatenate(([now], d)))[1:]
         starts = np.concatenate(([now], ends[:-1]))
         k = limit
-        t_arr = e.next_arrival_time()
-        if t_arr != math.inf:
-            k = min(k, int(np.searchsorted(starts, t_arr, side="left")))
-        if max_sim != math.inf:
-            k = min(k, int(np.searchsorted(starts, max_sim, side="left")))
-        if k < MIN_STRETCH:
+        if horizon != math.inf:
+            k = min(k, int(np.searchsorted(starts, horizon, side="left")))
+        if k < 1:
             return False
         if k < limit:
             d, flops, nbytes, ends, starts = d[:k], flops[:k], nbytes[:k], ends[:k], starts[:k]
         self._apply(k, d, flops, nbytes, starts, ends)
+        return True
+
+    def _advance_scalar(self, limit: int, horizon: float) -> bool:
+        """A short stretch, one step at a time with the same arithmetic as ``Engine._step``."""
+        e = self.engine
+        sched = e.scheduler
+        group = sched.group
+        assert group is not None
+        n = group.n
+        bs = group.block_size
+        cnt = group.cnt
+        g = group.g
+        kv = e.kv
+        perf = e.perf
+        series = e.series
+        itl = e.itl
+        waiting = len(sched.waiting)
+        total = group.total_computed + n
+        t0 = e.now
+        k = 0
+        while k < limit and t0 < horizon:
+            kv.take_blocks(cnt[(g + k) % bs]) if group.buckets is None else \
+                [kv.append_block(r) for r in group.buckets[(g + k) % bs].values()]
+            work = float(total + n * k)
+            cost = perf.step(n, work, work, n)
+            t1 = t0 + cost.time
+            used = kv.num_used_blocks
+            series.add_span(t0, t1, cost.flops, cost.bytes, used * cost.time, True, n, waiting)
+            series.add_tokens(0, n, n)
+            itl.add(t1 - t0, n)
+            e.total_flops += cost.flops
+            e.total_bytes += cost.bytes
+            e.busy_time += cost.time
+            e.kv_block_time += used * cost.time
+            if used > e.kv_peak_blocks:
+                e.kv_peak_blocks = used
+            itl.step_start = t0
+            t0 = t1
+            k += 1
+        if not k:
+            return False
+        e.num_steps += k
+        itl.last_step_end = t0
+        e.now = t0
+        sched.last_num_emitted = n
+        finished = group.advance(k, t0)
+        self.num_stretches += 1
+        if finished:
+            sched.retire(finished, t0, 0)
+            e._on_finished(finished)
         return True
 
     def _apply(self, k: int, d: np.ndarray, flops: np.ndarray, nbytes: np.ndarray,
