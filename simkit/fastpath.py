@@ -114,8 +114,11 @@ class FastForward:
         t0 = e.now
         k = 0
         while k < limit and t0 < horizon:
-            kv.take_blocks(cnt[(g + k) % bs]) if group.buckets is None else \
-                [kv.append_block(r) for r in group.buckets[(g + k) % bs].values()]
+            if group.buckets is None:
+                kv.take_blocks(cnt[(g + k) % bs])
+            else:
+                for request in group.buckets[(g + k) % bs].values():
+                    kv.append_block(request)
             work = float(total + n * k)
             cost = perf.step(n, work, work, n)
             t1 = t0 + cost.time

@@ -57,25 +57,12 @@ class KVCacheManager:
     def get_computed_blocks(self, request: Request) -> list[int]:
         """Leading prompt blocks already resident (prefix hits), at most prompt − 1 tokens.
 
-        Only called for a request with nothing computed (new or preempted). Records the
-        lookup in the hit-rate statistics.
+        Only called for a request with nothing computed (new or preempted). Statistics are
+        recorded on admission (:meth:`record_hit`), so a head that waits several steps counts
+        once, whatever the engine mode.
         """
         if not self.enable_prefix_caching:
             return []
-        hashes = request.block_hashes or ()
-        max_blocks = min(len(hashes), (request.num_prompt_tokens - 1) // self.block_size)
-        hits: list[int] = []
-        for h in hashes[:max_blocks]:
-            block = self._cached.get(h)
-            if block is None:
-                break
-            hits.append(block)
-        self.num_prefix_queries += 1
-        self.num_prefix_query_tokens += request.num_prompt_tokens
-        return hits
-
-    def peek_computed_blocks(self, request: Request) -> list[int]:
-        """Like :meth:`get_computed_blocks` but without touching the statistics."""
         hashes = request.block_hashes or ()
         max_blocks = min(len(hashes), (request.num_prompt_tokens - 1) // self.block_size)
         hits: list[int] = []
@@ -104,7 +91,10 @@ class KVCacheManager:
         request.num_blocks += 1
         self._num_free -= 1
 
-    def record_hit(self, num_tokens: int) -> None:
+    def record_hit(self, request: Request, num_tokens: int) -> None:
+        """An admitted request's prefix lookup: its prompt tokens, ``num_tokens`` of them hit."""
+        self.num_prefix_queries += 1
+        self.num_prefix_query_tokens += request.num_prompt_tokens
         self.num_prefix_hit_tokens += num_tokens
 
     # ----------------------------------------------------------------------------- changes

@@ -331,7 +331,7 @@ class Scheduler:
         if budget <= 0:
             return True
         request = waiting.peek()
-        hits = self.kv.peek_computed_blocks(request) if self.prefix_caching else []
+        hits = self.kv.get_computed_blocks(request) if self.prefix_caching else []
         remaining = request.num_tokens - len(hits) * self.block_size
         if not self.chunked and remaining > budget and \
                 not (request.num_output_tokens and remaining > self.max_num_batched_tokens):
@@ -372,8 +372,8 @@ class Scheduler:
             if not self.kv.allocate_slots(request, num_new, hits):
                 break
             waiting.pop()
-            if hits:
-                self.kv.record_hit(num_cached)
+            if self.prefix_caching:
+                self.kv.record_hit(request, num_cached)
                 request.num_cached_tokens += num_cached
             request.num_computed_tokens = num_cached
             if self.preemption_free:
