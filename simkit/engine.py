@@ -18,10 +18,14 @@ import heapq
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    from simkit._lazy import pandas as pd
 
 from simkit.config import Config
 from simkit.errors import SimulationError
