@@ -162,7 +162,11 @@ class KVCacheManager:
             return
         full = min(request.num_computed_tokens // self.block_size, len(request.block_hashes),
                    len(request.block_ids))
-        for j in range(full):
+        start = request.num_hashed_blocks
+        if full <= start:
+            return
+        request.num_hashed_blocks = full
+        for j in range(start, full):
             block = request.block_ids[j]
             if self._block_hash[block] is not None:
                 continue
@@ -183,3 +187,4 @@ class KVCacheManager:
                 self._num_free += 1
         request.block_ids = []
         request.num_blocks = 0
+        request.num_hashed_blocks = 0
