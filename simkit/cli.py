@@ -29,14 +29,16 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]],
+           left: int = 1) -> str:
+    """A plain-text table; the first ``left`` columns are left-aligned, the rest right."""
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
-    line = "  ".join("-" * w for w in widths)
-    out = [title, "  ".join(h.rjust(w) if i else h.ljust(w)
-                            for i, (h, w) in enumerate(zip(header, widths, strict=True))), line]
-    for row in rows:
-        out.append("  ".join(str(c).rjust(w) if i else str(c).ljust(w)
-                             for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(str(c).ljust(w) if i < left else str(c).rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+    out = [title, line(header), "  ".join("-" * w for w in widths)]
+    out.extend(line(row) for row in rows)
     return "\n".join(out)
 
 
@@ -184,7 +186,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
              _fmt(v.get("price_per_gpu_hour"), 2)] for k, v in hw.items()]
     print(_table("Hardware presets (per GPU; dense peaks)",
                  ["id", "name", "BF16 TF/s", "FP8 TF/s", "FP4 TF/s", "HBM TB/s", "HBM GB",
-                  "link GB/s", "$/h"], rows))
+                  "link GB/s", "$/h"], rows, left=2))
     models = model_presets()
     rows = [[k, v["name"], f"{v['num_parameters'] / 1e9:.1f}",
              f"{v.get('num_active_parameters', v['num_parameters']) / 1e9:.1f}",
@@ -194,7 +196,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
             for k, v in models.items()]
     print()
     print(_table("Model presets", ["id", "name", "params B", "active B", "layers", "hidden",
-                                   "heads/kv", "experts", "max len"], rows))
+                                   "heads/kv", "experts", "max len"], rows, left=2))
     return 0
 
 
