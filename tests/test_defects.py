@@ -13,9 +13,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from _tiny import col, plan, run, tiny_config, tiny_dict
 
 import simkit
-from _tiny import col, plan, run, tiny_config, tiny_dict
 
 
 # --------------------------------------------------------------------------------- defect 1
@@ -256,6 +256,17 @@ def test_d13_chunked_prefill_off_really_disables_chunking() -> None:
     assert col(off, "finish_time") == [3.0, 4.0]
     on = run(tiny_config(enable_chunked_prefill=True), p)
     assert col(on, "finish_time") == [3.0, 3.0]
+
+
+def test_d13_long_prefill_threshold_does_not_chunk_when_chunking_is_off() -> None:
+    # The threshold caps chunk sizes "for a prefill with chunking enabled" (spec 2.2).
+    p = plan([4], [1])
+    off = run(tiny_config(enable_chunked_prefill=False, long_prefill_token_threshold=2), p)
+    assert col(off, "finish_time") == [1.0]
+    assert off.num_steps == 1
+    on = run(tiny_config(enable_chunked_prefill=True, long_prefill_token_threshold=2), p)
+    assert col(on, "finish_time") == [2.0]  # 2 + 2 tokens
+    assert on.num_steps == 2
 
 
 # -------------------------------------------------------------------------------- defect 14
