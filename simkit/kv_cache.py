@@ -57,8 +57,9 @@ class KVCacheManager:
     def get_computed_blocks(self, request: Request) -> list[int]:
         """Leading prompt blocks already resident (prefix hits), at most prompt − 1 tokens.
 
-        Only called for a request with nothing computed (new or preempted). Records the
-        lookup in the hit-rate statistics.
+        Only called for a request with nothing computed (new or preempted). The hit-rate
+        statistics are recorded by :meth:`record_hit` when the request is admitted, so a
+        request that waits several steps is counted once.
         """
         if not self.enable_prefix_caching:
             return []
@@ -70,11 +71,12 @@ class KVCacheManager:
             if block is None:
                 break
             hits.append(block)
-        self.num_prefix_queries += 1
-        self.num_prefix_query_tokens += request.num_prompt_tokens
         return hits
 
-    def record_hit(self, num_tokens: int) -> None:
+    def record_hit(self, num_tokens: int, num_query_tokens: int) -> None:
+        """Statistics of one admitted lookup: ``num_tokens`` of ``num_query_tokens`` hit."""
+        self.num_prefix_queries += 1
+        self.num_prefix_query_tokens += num_query_tokens
         self.num_prefix_hit_tokens += num_tokens
 
     # ----------------------------------------------------------------------------- changes

@@ -226,8 +226,9 @@ class Scheduler:
             if not self.kv.allocate_slots(request, num_new, hits):
                 break
             waiting.pop()
+            if self.prefix_caching:
+                self.kv.record_hit(num_cached, request.num_prompt_tokens)
             if hits:
-                self.kv.record_hit(num_cached)
                 request.num_cached_tokens += num_cached
             request.num_computed_tokens = num_cached
             if self.preemption_free:

@@ -129,6 +129,22 @@ def test_preemption_free_admission_never_preempts() -> None:
     assert greedy.summary.counts["preemptions"] >= 1
 
 
+def test_prefix_hit_rate_counts_each_request_once() -> None:
+    # Chunking off, budget 12. A: prompt 9 (hashes 1, 2), done at 1. At 1.5: C (prompt 10, no
+    # hashes, 3 outputs) then B (prompt 12, hashes 1, 2, 3). [1.5,2.5]: C takes 10, B's
+    # 12 - 8 cached = 4 tokens don't fit the 2 left (FCFS waits). [2.5,3.5]: B admitted.
+    # Hit rate = hit tokens / prompt tokens of the requests that looked up = 8 / (9 + 10 + 12),
+    # however many steps B had to wait.
+    cfg = tiny_config(max_num_batched_tokens=12, enable_chunked_prefill=False,
+                      enable_prefix_caching=True)
+    p = plan([9, 10, 12], [1, 3, 1], [0, 1.5, 1.5], hashes=[(1, 2), (), (1, 2, 3)])
+    result = run(cfg, p)
+    assert col(result, "finish_time") == [1.0, 4.5, 3.5]
+    assert col(result, "num_cached_tokens") == [0, 0, 8]
+    assert result.summary.prefix_cache["hit_tokens"] == 8
+    assert result.summary.prefix_cache["hit_rate"] == pytest.approx(8 / 31)
+
+
 def test_preempted_request_keeps_its_outputs() -> None:
     # The defect-2 scenario: B is preempted with 5 tokens and still ends with exactly 8.
     result = run(tiny_config(num_blocks=4), plan([4, 4, 4], [8, 8, 1], [0, 0, 0.5]))
