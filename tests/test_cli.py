@@ -146,3 +146,17 @@ def test_config_errors_exit_2(case: str, tmp_path: Path,
     assert len(lines) == 1
     assert lines[0].startswith("simkit: error:")
     assert expect[case] in lines[0]
+
+
+def test_request_larger_than_the_kv_cache_is_rejected_not_a_hang(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 16 blocks x 4 tokens = 64 positions; 100 + 3 - 1 = 102 positions can never fit.
+    cfg = write_config(tmp_path / "c.toml", input_len_dist={"type": "fixed", "value": 100})
+    rq = tmp_path / "r.csv"
+    assert main(["run", str(cfg), "--no-progress", "--requests-csv", str(rq)]) == 0
+    out = capsys.readouterr().out
+    assert "rejected 6 request(s)" in out
+    assert "needs 26 KV blocks (102 tokens), the whole cache has 16" in out
+    requests = pd.read_csv(rq)
+    assert (requests["status"] == "rejected").all()
+    assert requests["reject_reason"].str.contains("KV blocks").all()
