@@ -406,3 +406,35 @@ def test_idle_jump_summary_is_finite() -> None:
     result = run(tiny_config(), plan([4], [1], [50.0]))
     assert math.isfinite(result.summary.utilization["busy"])
     assert result.summary.utilization["busy"] == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------- fast mode == exact mode
+def _scenarios() -> dict[str, tuple[simkit.Config, simkit.RequestPlan]]:
+    rng = np.random.default_rng(11)
+    n = 80
+    overload = plan(rng.integers(1, 12, n), rng.integers(1, 12, n),
+                    np.sort(rng.uniform(0, 15, n)))
+    return {
+        "d02-preemption": (tiny_config(num_blocks=4), plan([4, 4, 4], [8, 8, 1], [0, 0, 0.5])),
+        "d03-priority": (tiny_config(num_blocks=4, policy="priority"),
+                         plan([4, 6], [6, 6], [0, 0.5], priorities=[5, 0])),
+        "d12-prefix": (tiny_config(enable_prefix_caching=True),
+                       plan([9, 9], [10, 10], [0, 2.5], hashes=[(11, 12), (11, 12)])),
+        "d13-no-chunking": (tiny_config(enable_chunked_prefill=False),
+                            plan([4, 8], [3, 1], [0, 0.5])),
+        "d18-pressure": (tiny_config(num_blocks=4), plan([6] * 6, [6] * 6)),
+        "overload-fcfs": (tiny_config(num_blocks=6), overload),
+        "overload-sjf": (tiny_config(num_blocks=6, policy="sjf"), overload),
+        "long-decodes": (tiny_config(num_blocks=64, max_num_seqs=4),
+                         plan([3, 5, 7, 2, 9], [40, 25, 60, 5, 33], [0, 0, 1, 2, 30])),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_scenarios()))
+def test_fast_mode_equals_exact_mode(name: str) -> None:
+    cfg, p = _scenarios()[name]
+    exact = simkit.simulate(cfg, plan=p, mode="exact")
+    fast = simkit.simulate(cfg, plan=p, mode="fast")
+    pd.testing.assert_frame_equal(fast.requests, exact.requests)
+    assert fast.summary.to_dict() == exact.summary.to_dict()
+    assert fast.num_steps == exact.num_steps
