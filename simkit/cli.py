@@ -127,6 +127,18 @@ def format_summary(summary: Any, wall_time_s: float | None = None) -> str:
     return "\n\n".join(parts)
 
 
+def rejection_note(requests: Any) -> str | None:
+    """One line saying how many requests were rejected and why (the first reason), if any."""
+    if "reject_reason" not in requests.columns:
+        return None
+    rejected = requests[requests["status"] == "rejected"]
+    if not len(rejected):
+        return None
+    first = rejected.iloc[0]
+    return (f"rejected {len(rejected):,} request(s) that can never run here; e.g. request "
+            f"{int(first['request_id'])}: {first['reject_reason']}")
+
+
 def _progress_bar(total: int | None) -> Any:
     from tqdm import tqdm
 
@@ -165,6 +177,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("\n" + format_summary(result.summary, result.wall_time_s))
         return 130
     print("\n" + format_summary(result.summary, result.wall_time_s))
+    note = rejection_note(result.requests)
+    if note:
+        print("\n" + note)
     if args.json:
         result.to_json(args.json)
     if args.requests_csv:

@@ -191,7 +191,8 @@ class Scheduler:
         return out
 
     def _cap(self, request: Request, num_new: int, budget: int) -> int:
-        if self.threshold and num_new > 1 and num_new > self.threshold:
+        # the threshold caps prefill chunks only when chunked prefill is on (spec 2.2)
+        if self.chunked and self.threshold and num_new > 1 and num_new > self.threshold:
             num_new = self.threshold
         return min(num_new, budget)
 
