@@ -60,3 +60,45 @@ def test_a_run_just_under_the_interval_cap_still_completes():
     assert result.summary.counts["finished"] == 1
     # each of the 120 steps reads >= 2 MB of weights at 1e8 B/s: >= 20 ms each
     assert result.requests["e2e_ms"].iloc[0] >= 120 * 20.0
+
+
+def test_prefix_caching_with_a_huge_kv_cache_runs_like_any_unconstrained_cache():
+    # Before the fix the block pool was built eagerly: [0] * 1e25 raised OverflowError
+    # (and 1e8 blocks took seconds and gigabytes) as soon as prefix caching was enabled.
+    def run(capacity: float) -> simkit.SimResult:
+        cfg = tiny_config(workload={**FEW_REQUESTS, "num_requests": 6},
+                          scheduler={"enable_prefix_caching": True},
+                          hardware={"kv_cache_capacity": capacity})
+        return simkit.simulate(cfg)
+
+    t = time.perf_counter()
+    huge = run(1e30)
+    assert time.perf_counter() - t < 5.0
+    roomy = run(10_000 * 4 * 512)  # 10,000 blocks: the 6 requests need 6 × 3
+    assert huge.summary.counts["finished"] == 6
+    for column in ("first_token_time", "finish_time"):
+        assert huge.requests[column].tolist() == roomy.requests[column].tolist()
+
+
+def test_lazy_free_block_queue_keeps_the_eager_recycling_order():
+    # Pool of 5 blocks of 4 tokens. The eager queue was [0, 1, 2, 3, 4]; fresh blocks are
+    # handed out in id order, then freed ones least-recently-freed first.
+    from simkit.kv_cache import KVCacheManager
+    from simkit.request import Request
+
+    kv = KVCacheManager(5, 4, enable_prefix_caching=True)
+    a = Request(0, 0.0, 8, 1)
+    b = Request(1, 0.0, 4, 1)
+    assert kv.allocate_slots(a, 8)  # two blocks
+    assert a.block_ids == [0, 1]
+    assert kv.allocate_slots(b, 4)
+    assert b.block_ids == [2]
+    kv.free(a)  # tail first: queue now [3, 4 (fresh), 1, 0]
+    c = Request(2, 0.0, 16, 1)
+    assert kv.allocate_slots(c, 16)  # four blocks
+    assert c.block_ids == [3, 4, 1, 0]
+    assert kv.num_free_blocks == 0
+    assert not kv.allocate_slots(Request(3, 0.0, 1, 1), 1)
+    kv.free(b)
+    kv.free(c)
+    assert kv.num_free_blocks == 5 and kv.num_used_blocks == 0
