@@ -102,3 +102,28 @@ def test_lazy_free_block_queue_keeps_the_eager_recycling_order():
     kv.free(b)
     kv.free(c)
     assert kv.num_free_blocks == 5 and kv.num_used_blocks == 0
+
+
+@pytest.mark.parametrize(("field", "value", "maximum"), [
+    # rng.integers(0, 1e30) raised a bare ValueError ("high is out of bounds for int64")
+    ("num_priority_levels", 1e30, "<= 1e+09"),
+    # np.repeat of one burst of 1e9 arrivals tried to allocate 8 GB for 3 requests
+    ("burst_size", 1e9, "<= 1e+06"),
+])
+def test_huge_workload_counts_are_config_errors_naming_the_limit(field, value, maximum):
+    workload = {**FEW_REQUESTS, "arrival_pattern": "burst", "arrival_rate": 1.0, field: value}
+    with pytest.raises(simkit.ConfigError) as info:
+        tiny_config(workload=workload)
+    message = str(info.value)
+    assert message.startswith(f"[workload] {field} = ")
+    assert message.endswith(f"must be an integer >= 1 and {maximum}")
+
+
+def test_the_largest_allowed_priority_levels_and_burst_still_simulate():
+    workload = {**FEW_REQUESTS, "arrival_pattern": "burst", "arrival_rate": 1e6,
+                "num_priority_levels": 10**9, "burst_size": 10**6}
+    cfg = tiny_config(workload=workload, scheduler={"policy": "priority"})
+    result = simkit.simulate(cfg)
+    assert result.summary.counts["finished"] == 3
+    # the 3 requests arrive together (one burst), after one exponential gap of mean 1 s
+    assert result.requests["arrival_time"].nunique() == 1
