@@ -10,7 +10,7 @@ the shared prefix blocks of a conversation are the last to be evicted.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 
 from simkit.request import Request
 
@@ -19,6 +19,41 @@ __all__ = ["KVCacheManager"]
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
+
+
+class _FreeBlockQueue:
+    """Free block ids in eviction order (least recently freed first), materialized lazily.
+
+    Behaves like ``OrderedDict.fromkeys(range(num_blocks))`` used as a queue: blocks never
+    used yet (ids >= ``_next_fresh``) come first, in id order, then freed blocks in the order
+    they were freed. Only used blocks take memory, so a cache of 1e9 (or 1e25) blocks costs
+    nothing until it is filled (an eager list raised OverflowError / filled memory).
+    """
+
+    __slots__ = ("_freed", "_next_fresh", "_num_blocks")
+
+    def __init__(self, num_blocks: int) -> None:
+        self._num_blocks = num_blocks
+        self._next_fresh = 0
+        self._freed: OrderedDict[int, None] = OrderedDict()
+
+    def popitem(self, last: bool = False) -> tuple[int, None]:
+        """Take the next block to recycle (``last`` must be False: the LRU end)."""
+        assert not last
+        if self._next_fresh < self._num_blocks:
+            block = self._next_fresh
+            self._next_fresh += 1
+            return block, None
+        return self._freed.popitem(last=False)
+
+    def __delitem__(self, block: int) -> None:
+        del self._freed[block]  # only a used (hashed) block can be taken back by a prefix hit
+
+    def __setitem__(self, block: int, value: None) -> None:
+        self._freed[block] = value
+
+    def __len__(self) -> int:
+        return self._num_blocks - self._next_fresh + len(self._freed)
 
 
 class KVCacheManager:
@@ -31,12 +66,12 @@ class KVCacheManager:
         self.enable_prefix_caching = enable_prefix_caching
         self._num_free = num_gpu_blocks
         if enable_prefix_caching:
-            self._ref_cnt = [0] * num_gpu_blocks
-            self._block_hash: list[int | None] = [None] * num_gpu_blocks
+            # per block id, filled on first use (the pool may be huge)
+            self._ref_cnt: defaultdict[int, int] = defaultdict(int)
+            self._block_hash: defaultdict[int, int | None] = defaultdict(lambda: None)
             self._cached: dict[int, int] = {}  # prefix hash -> block id
             # free blocks in eviction order (least recently freed first)
-            self._free_queue: OrderedDict[int, None] = OrderedDict.fromkeys(
-                range(num_gpu_blocks))
+            self._free_queue = _FreeBlockQueue(num_gpu_blocks)
         # statistics
         self.num_prefix_queries = 0
         self.num_prefix_hit_tokens = 0

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 else:
     from simkit._lazy import pandas as pd
 
+from simkit.errors import SimulationError
+
 __all__ = [
     "IntervalSeries",
     "Summary",
@@ -32,6 +34,9 @@ __all__ = [
 ]
 
 PERCENTILES = (50, 90, 95, 99)
+#: Most rows a time series may have; a run whose simulated time would need more stops with a
+#: SimulationError instead of filling memory (and hanging) one empty interval at a time.
+MAX_INTERVALS = 1_000_000
 STAT_KEYS = ("mean", "p50", "p90", "p95", "p99", "min", "max")
 
 
@@ -163,8 +168,18 @@ class IntervalSeries:
         """Add the busy (one or more steps) or idle span [t0, t1] with its totals.
 
         ``kv_block_s`` is the integral of KV blocks in use over the span (block-seconds).
+
+        Raises :class:`SimulationError` if ``t1`` is not finite or lies beyond
+        :data:`MAX_INTERVALS` intervals (absurd speeds or arrival gaps, or a tiny interval).
         """
         dt = self.dt
+        if not t1 // dt < MAX_INTERVALS:  # also catches inf and nan
+            raise SimulationError(
+                f"simulated time reached {t1:.6g} s (a {'step' if busy else 'idle gap'} of "
+                f"{t1 - t0:.6g} s from t = {t0:.6g} s): the time series would need more than "
+                f"{MAX_INTERVALS:,} intervals of simulation.sample_interval_secs = {dt:g} s. "
+                "Raise sample_interval_secs, set simulation.max_sim_secs, or check the "
+                "hardware speeds and the workload's arrival times")
         cur = self._cur
         k0 = int(t0 // dt)
         if k0 > self.index:
