@@ -312,8 +312,12 @@ class ModelConfig:
 
     @property
     def embedding_parameters(self) -> float:
-        """Input-embedding table (V × h): gathered, not multiplied; 0 when vocab is unknown."""
-        return float(self.vocab_size * self.hidden_dim) if self.vocab_size else 0.0
+        """Input-embedding table (V × h): gathered, not multiplied, so left out of FLOPs and
+        weight reads. 0 when vocab is unknown or the table is tied to the output layer (then
+        it is the LM head's matmul and is read every step)."""
+        if not self.vocab_size or self.tie_word_embeddings:
+            return 0.0
+        return float(self.vocab_size * self.hidden_dim)
 
     @property
     def expert_parameters(self) -> float:

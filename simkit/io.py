@@ -190,12 +190,25 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+#: Fields that survive swapping a table's preset: deployment choices, not properties of the
+#: old GPU or model (swapping GPUs keeps tp, precision and calibration; swapping models keeps
+#: the serving max_seq_len). Everything else comes from the new preset.
+_HW_SPEC_FIELDS = {"name", "preset", "compute_flops", "flops_bf16", "flops_fp8", "flops_fp4",
+                   "memory_bandwidth", "memory_capacity", "interconnect_bandwidth",
+                   "interconnect_latency", "price_per_gpu_hour", "kv_cache_capacity"}
+_CARRY_OVER = {
+    "hardware": {f.name for f in dataclasses.fields(HardwareConfig)} - _HW_SPEC_FIELDS,
+    "model": {"max_seq_len"},
+}
+
+
 def with_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
     """A copy of ``config`` with dotted-name overrides applied and everything re-validated.
 
     ``{"hardware.tp": 4, "workload.input_len_dist.value": 2048, "model.preset": "llama-3.1-8b"}``.
-    Setting a ``preset`` re-bases the table on that preset, keeping fields that differed from
-    the old preset (i.e. that the user had set).
+    Setting a ``preset`` re-bases the table on that preset: the new GPU's or model's numbers
+    replace the old ones, while deployment choices the user set (``tp``, ``bytes_per_param``,
+    ``gpu_memory_utilization``, calibration terms; the model's ``max_seq_len``) carry over.
     """
     data = config_to_dict(config)
     for key, value in overrides.items():
@@ -208,9 +221,9 @@ def with_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
         table = data.setdefault(parts[0], {})
         if len(parts) == 2 and parts[1] == "preset" and parts[0] in ("hardware", "model"):
             old = load_preset(parts[0], table["preset"]) if table.get("preset") else {}
-            user_set = {k: v for k, v in table.items()
-                        if k != "preset" and (k not in old or old[k] != v)}
-            data[parts[0]] = {**load_preset(parts[0], str(value)), **user_set}
+            kept = {k: v for k, v in table.items()
+                    if k in _CARRY_OVER[parts[0]] and (k not in old or old[k] != v)}
+            data[parts[0]] = {**load_preset(parts[0], str(value)), **kept}
             continue
         node = table
         for part in parts[1:-1]:

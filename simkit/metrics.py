@@ -186,6 +186,8 @@ class IntervalSeries:
             self._close_until(k0, running, waiting)
         k1 = int(t1 // dt)
         span = t1 - t0
+        if span > 0 and k1 > k0 and t1 == k1 * dt:
+            k1 -= 1  # a span ending exactly on a boundary belongs to the interval it closes
         if k1 == self.index or span <= 0:
             if busy:
                 cur["busy_s"] += span
@@ -239,7 +241,9 @@ class IntervalSeries:
             elapsed[-1] = max(end_time - start[-1], 0.0)
         safe = np.where(elapsed > 0, elapsed, np.nan)
         arr = np.asarray
-        fin_idx = (finish_times // dt).astype(np.int64) if len(finish_times) else np.zeros(0, int)
+        # a request finishing exactly on a boundary counts in the interval that boundary closes
+        fin_idx = (np.maximum(np.ceil(finish_times / dt) - 1, 0).astype(np.int64)
+                   if len(finish_times) else np.zeros(0, int))
 
         def per_interval(idx: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
             idx = idx[(idx >= 0) & (idx < n)] if weights is None else idx
