@@ -111,30 +111,55 @@ class FastForward:
         itl = e.itl
         waiting = len(sched.waiting)
         total = group.total_computed + n
+        dt = series.dt
+        used = kv.num_used_blocks
+        peak = e.kv_peak_blocks
+        tf, tb, busy, kvt = e.total_flops, e.total_bytes, e.busy_time, e.kv_block_time
+        # steps inside one interval are booked together: (start, flops, bytes, kv, steps)
+        c_start, c_fl, c_by, c_kv, c_n = e.now, 0.0, 0.0, 0.0, 0
         t0 = e.now
         k = 0
         while k < limit and t0 < horizon:
-            if group.buckets is None:
-                kv.take_blocks(cnt[(g + k) % bs])
-            else:
-                for request in group.buckets[(g + k) % bs].values():
-                    kv.append_block(request)
+            alloc = cnt[(g + k) % bs]
+            if alloc:
+                if group.buckets is None:
+                    kv.take_blocks(alloc)
+                else:
+                    for request in group.buckets[(g + k) % bs].values():
+                        kv.append_block(request)
+                used += alloc
             work = float(total + n * k)
             cost = perf.step(n, work, work, n)
-            t1 = t0 + cost.time
-            used = kv.num_used_blocks
-            series.add_span(t0, t1, cost.flops, cost.bytes, used * cost.time, True, n, waiting)
-            series.add_tokens(0, n, n)
+            d = cost.time
+            t1 = t0 + d
+            kv_s = used * d
+            if t0 // dt == t1 // dt:
+                c_fl += cost.flops
+                c_by += cost.bytes
+                c_kv += kv_s
+                c_n += 1
+            else:  # crosses (or ends on) an interval boundary: book alone
+                if c_n:
+                    series.add_span(c_start, t0, c_fl, c_by, c_kv, True, n, waiting, c_n)
+                    series.add_tokens(0, n * c_n, n * c_n)
+                series.add_span(t0, t1, cost.flops, cost.bytes, kv_s, True, n, waiting)
+                series.add_tokens(0, n, n)
+                c_start, c_fl, c_by, c_kv, c_n = t1, 0.0, 0.0, 0.0, 0
             itl.add(t1 - t0, n)
-            e.total_flops += cost.flops
-            e.total_bytes += cost.bytes
-            e.busy_time += cost.time
-            e.kv_block_time += used * cost.time
-            if used > e.kv_peak_blocks:
-                e.kv_peak_blocks = used
+            tf += cost.flops
+            tb += cost.bytes
+            busy += d
+            kvt += kv_s
+            if used > peak:
+                peak = used
             itl.step_start = t0
             t0 = t1
             k += 1
+        if c_n:
+            series.add_span(c_start, t0, c_fl, c_by, c_kv, True, n, waiting, c_n)
+            series.add_tokens(0, n * c_n, n * c_n)
+        e.total_flops, e.total_bytes, e.busy_time, e.kv_block_time = tf, tb, busy, kvt
+        e.kv_peak_blocks = peak
         if not k:
             return False
         e.num_steps += k
