@@ -96,13 +96,14 @@ class Control:
             return None
         if self.kind == "optional_text":
             return text
+        kind = "an integer" if self.kind == "optional_int" else "a number"
         try:
             number = float(text)
         except ValueError:
-            raise _error(self.path, text, "must be a number (or empty for none)") from None
+            raise _error(self.path, text, f"must be {kind} (or empty for none)") from None
         if self.kind == "optional_int":
             if not number.is_integer():
-                raise _error(self.path, text, "must be an integer (or empty for none)")
+                raise _error(self.path, text, f"must be {kind} (or empty for none)")
             return int(number)
         return number
 

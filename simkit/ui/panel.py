@@ -79,7 +79,7 @@ def show_error(target: widgets.HTML, error: BaseException | str | None) -> None:
         f"unexpected error (please report it): {type(error).__name__}: {error}")
     target.value = (f'<div class="simkit-error-message" style="color:#b00020;'
                     f'background:#fdecea;padding:6px 10px;border-radius:4px">'
-                    f"{html.escape(message)}</div>")
+                    f"{html.escape(message, quote=False)}</div>")
     target.layout.display = None
 
 
