@@ -20,6 +20,7 @@ import pytest
 
 import simkit
 from simkit.ui import ExplorerPanel, compare, figures
+from simkit.ui.chart import PLOTLY_MIMETYPE
 from simkit.ui.runs import LiveRun
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,9 +28,9 @@ TEST_BLOG = ROOT / "configs" / "test_blog.toml"
 
 
 def blog(**overrides: object) -> simkit.Config:
-    """configs/test_blog.toml with dotted overrides (the explorer's documented default)."""
+    """configs/test_blog.toml in exact mode (the explorer's documented default) + overrides."""
     return simkit.with_overrides(simkit.load_config(TEST_BLOG),
-                                 {"workload.num_requests": 256, **overrides})
+                                 {"simulation.mode": "exact", **overrides})
 
 
 def finished_values(result: simkit.SimResult, column: str) -> np.ndarray:
@@ -92,6 +93,8 @@ def test_controls_are_generated_from_the_config_fields() -> None:
     pattern = panel.controls["workload.arrival_pattern"].widget
     assert {"poisson", "closed_loop", "gamma", "trace"} <= {v for _, v in pattern.options}
     assert isinstance(panel.controls["workload.arrival_rate"].widget, widgets.Text)
+    mode = panel.controls["simulation.mode"].widget
+    assert {v for _, v in mode.options} == {"fast", "exact"} and mode.value == "exact"
     gpus = {v for _, v in panel.controls["hardware.preset"].widget.options}
     assert gpus == set(simkit.hardware_presets())
     models = {v for _, v in panel.controls["model.preset"].widget.options}
@@ -104,7 +107,7 @@ def test_controls_are_generated_from_the_config_fields() -> None:
             assert f"workload.{dist}.{f.name}" in panel.controls
 
 
-def test_default_is_test_blog_with_256_requests_and_hides_irrelevant_fields() -> None:
+def test_default_is_test_blog_in_exact_mode_and_hides_irrelevant_fields() -> None:
     panel = ExplorerPanel()
     assert panel.current_config() == blog()
     hidden = {p for p, c in panel.controls.items() if c.widget.layout.display == "none"}
@@ -147,6 +150,11 @@ def test_run_fills_charts_and_summary_equal_to_simulate() -> None:
     np.testing.assert_allclose(cdf.x, ttft)
     np.testing.assert_allclose(cdf.y, np.arange(1, 49) / 48)
     np.testing.assert_allclose(marks.x, np.percentile(ttft, [50, 90, 99]))
+    # ... and that is what the Output widget hands the browser (plotly mimetype JSON)
+    (sent,) = panel.charts["latency"].widget.outputs
+    plotted = sent["data"][PLOTLY_MIMETYPE]["data"]
+    np.testing.assert_allclose(plotted[0]["x"], ttft)
+    assert plotted[1]["name"] == "current p50/p90/p99"
     # throughput chart: output tok/s per interval
     by_name = {t.name: t for t in panel.figures["throughput"].data}
     np.testing.assert_allclose(by_name["output tok/s"].y,
@@ -168,9 +176,9 @@ def test_charts_update_while_the_run_is_under_way() -> None:
 
     def spy(snapshot: simkit.Snapshot) -> bool:
         keep_going = original(snapshot)
-        tput = panel.figures["throughput"].data[0]
-        cdf = panel.figures["latency"].data[0]
-        seen.append((len(tput.x), len(cdf.x), panel.progress.value))
+        tput = panel.charts["throughput"].traces[0]
+        cdf = panel.charts["latency"].traces[0]
+        seen.append((len(tput["x"]), len(cdf["x"]), panel.progress.value))
         return keep_going
 
     panel._on_progress = spy  # type: ignore[method-assign]
@@ -325,8 +333,9 @@ def test_figures_of_a_result_a_snapshot_and_a_comparison() -> None:
     snap_fig = figures.latency_figure(last_with_requests)
     assert len(snap_fig.data[0].x) == len(last_with_requests.new_requests)
 
-    tput = figures.throughput_figure(snapshots[len(snapshots) // 2])
-    assert 0 < len(tput.data[0].x) < len(result.timeseries)
+    mid = next(s for s in snapshots if 0 < len(s.timeseries) < len(result.timeseries))
+    tput = figures.throughput_figure(mid)
+    assert len(tput.data[0].x) == len(mid.timeseries)
 
     table = figures.summary_table({"a": result})
     cells = table.data[0].cells.values

@@ -22,8 +22,8 @@ import plotly.graph_objects as go
 
 import simkit
 from simkit import Config, SimkitError
+from simkit.ui.chart import LiveChart
 from simkit.ui.controls import PRECISIONS
-from simkit.ui.figures import sync_figure
 from simkit.ui.panel import show_error
 
 __all__ = [
@@ -205,7 +205,8 @@ class CompareDashboard(widgets.VBox):
 
     Attributes: ``model``, ``gpus``, ``tps``, ``precisions`` (selectors),
     ``concurrencies`` (comma-separated text), ``input_len``, ``output_len``,
-    ``requests_per_user``, ``run_button``, ``stop_button``, ``figure``, ``table``
+    ``requests_per_user``, ``run_button``, ``stop_button``, ``chart`` (a
+    :class:`~simkit.ui.chart.LiveChart`; ``figure`` is its current ``go.Figure``), ``table``
     (HTML), ``error``, ``results`` (the last :class:`pandas.DataFrame`).
     """
 
@@ -238,12 +239,11 @@ class CompareDashboard(widgets.VBox):
         for w in (self.model, self.gpus, self.tps, self.precisions, self.concurrencies,
                   self.input_len, self.output_len, self.requests_per_user):
             w.add_class("simkit-field")
-        self.run_button = widgets.Button(description="Run", button_style="primary",
-                                         icon="play")
+        self.run_button = widgets.Button(description="Run", button_style="primary")
         self.run_button.add_class("simkit-run")
         self.run_button.on_click(lambda _: self.run())
         self.stop_button = widgets.Button(description="Stop", button_style="warning",
-                                          icon="stop", disabled=True)
+                                          disabled=True)
         self.stop_button.add_class("simkit-stop")
         self.stop_button.on_click(lambda _: self.stop())
         self.progress = widgets.IntProgress(value=0, min=0, max=1)
@@ -252,8 +252,7 @@ class CompareDashboard(widgets.VBox):
         self.status.add_class("simkit-status")
         self.error = widgets.HTML("", layout=widgets.Layout(display="none"))
         self.error.add_class("simkit-error")
-        self.figure = go.FigureWidget(tradeoff_figure(self.results))
-        self.figure.add_class("simkit-chart")
+        self.chart = LiveChart(tradeoff_figure(self.results), "tradeoff")
         self.table = widgets.HTML("")
         self.table.add_class("simkit-summary")
         self.children = [
@@ -263,13 +262,18 @@ class CompareDashboard(widgets.VBox):
                               self.output_len, self.requests_per_user]),
             ]),
             widgets.HBox([self.run_button, self.stop_button, self.progress]),
-            self.status, self.error, self.figure, self.table,
+            self.status, self.error, self.chart.widget, self.table,
         ]
         self.add_class("simkit-compare")
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def figure(self) -> go.Figure:
+        """The chart as it is drawn now."""
+        return self.chart.figure
 
     def points(self) -> list[ComparisonPoint]:
         """The configurations the controls select (raises ConfigError if unreadable)."""
@@ -325,7 +329,7 @@ class CompareDashboard(widgets.VBox):
             rows.append(row)
             self.progress.value = i + 1
             table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
-            sync_figure(self.figure, tradeoff_traces(table))
+            self.chart.update(tradeoff_traces(table))
             self.status.value = (f"Ran {i + 1} of {len(points)}: "
                                  f"{html.escape(row['configuration'])} at "
                                  f"{row['concurrency']} users.")

@@ -44,6 +44,7 @@ PANEL_FIELDS: dict[str, tuple[str, ...] | None] = {
     "scheduler": None,
     "workload": ("arrival_pattern", "arrival_rate", "num_concurrent_users", "num_requests",
                  "duration_secs", "seed", "input_len_dist", "output_len_dist"),
+    "simulation": ("mode", "sample_interval_secs", "max_wall_secs"),
 }
 
 _TABLE_CLASSES: dict[str, type] = {

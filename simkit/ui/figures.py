@@ -12,8 +12,8 @@ and returns a ``plotly.graph_objects.Figure``:
 - :func:`summary_table`: the headline numbers, one column per run.
 
 The trace data comes from ``*_traces`` functions returning plain dicts, so a live chart
-(:class:`plotly.graph_objects.FigureWidget`) can be refreshed from a progress callback by
-:func:`sync_figure` without rebuilding its layout. The last run of a comparison is drawn solid,
+(:class:`~simkit.ui.chart.LiveChart`) can be redrawn from a progress callback without
+rebuilding its layout or validating every trace again. The last run of a comparison is drawn solid,
 earlier ones (baselines) dashed. Percentiles use numpy's linear interpolation, the definition
 of the summary (spec section 5).
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -41,7 +41,6 @@ __all__ = [
     "summary_frame",
     "summary_html",
     "summary_table",
-    "sync_figure",
     "throughput_figure",
     "throughput_traces",
     "utilization_figure",
@@ -344,26 +343,3 @@ def summary_table(runs: Any) -> go.Figure:
     fig.update_layout(template="plotly_white", height=40 + 24 * len(SUMMARY_ROWS),
                       margin={"l": 10, "r": 10, "t": 10, "b": 10})
     return fig
-
-
-# --------------------------------------------------------------------------- live charts
-def _trace_key(trace: Mapping[str, Any]) -> tuple[Any, ...]:
-    return (trace.get("type"), trace.get("xaxis"), trace.get("yaxis"))
-
-
-def sync_figure(widget: go.FigureWidget, traces: Sequence[Mapping[str, Any]]) -> None:
-    """Make ``widget`` show ``traces`` (dicts from a ``*_traces`` function).
-
-    When the trace structure is unchanged only the properties are restyled in one message;
-    otherwise the traces are replaced. Meant for callbacks after the widget is on screen.
-    """
-    current = [t.to_plotly_json() for t in widget.data]
-    same = (len(current) == len(traces)
-            and all(_trace_key(a) == _trace_key(b) for a, b in zip(current, traces, strict=True)))
-    if same:
-        with widget.batch_update():
-            for trace, new in zip(widget.data, traces, strict=True):
-                trace.update({k: v for k, v in new.items() if k != "type"})
-        return
-    widget.data = ()
-    widget.add_traces(list(traces))

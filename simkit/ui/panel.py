@@ -1,14 +1,15 @@
 """The explorer: a control panel generated from the config, live charts and a summary.
 
 :class:`ExplorerPanel` is an ``ipywidgets.VBox``. Its controls come from
-:mod:`simkit.ui.controls` (one per config field), its charts are Plotly ``FigureWidget``\\ s
-built empty when the panel is created and changed only from callbacks — the Run button's
-simulation thread — which is what reaches the browser under Voila too. Run simulates in a
-background thread so the Stop button (the progress callback then returns False) and the rest of
-the page stay responsive; the charts follow every progress snapshot and the summary table is
-filled when the run ends. "Keep as baseline" pins the last result; later runs are drawn next to
-it. Bad input (any :class:`~simkit.SimkitError`) shows its message in an HTML widget with the
-CSS class ``simkit-error`` and leaves the previous charts alone.
+:mod:`simkit.ui.controls` (one per config field); its charts are
+:class:`~simkit.ui.chart.LiveChart`\\ s (Plotly figures in ``Output`` widgets), built when the
+panel is created and redrawn only from callbacks — the Run button's simulation thread — which
+is what reaches the browser under Voila too. Run simulates in a background thread so the Stop
+button (the progress callback then returns False) and the rest of the page stay responsive; the
+charts follow every progress snapshot and the summary table is filled when the run ends. "Keep
+as baseline" pins the last result; later runs are drawn next to it. Bad input (any
+:class:`~simkit.SimkitError`) shows its message in an HTML widget with the CSS class
+``simkit-error`` and leaves the previous charts alone.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ import plotly.graph_objects as go
 
 import simkit
 from simkit import Config, SimkitError, SimResult, Snapshot
+from simkit.ui.chart import LiveChart
 from simkit.ui.controls import PANEL_FIELDS, Control, build_config, controls_for, get_path
 from simkit.ui.controls import is_relevant as _is_relevant
 from simkit.ui.figures import (
     latency_figure,
     latency_traces,
     summary_html,
-    sync_figure,
     throughput_figure,
     throughput_traces,
     utilization_figure,
@@ -43,8 +44,9 @@ from simkit.ui.runs import LiveRun, RunView, as_runs
 __all__ = ["DEFAULT_CONFIG", "ExplorerPanel", "default_config", "explorer", "show_error"]
 
 #: The explorer's starting point: configs/test_blog.toml (Llama-3-70B FP8 on 2 × H100 SXM,
-#: 64 closed-loop users, ISL = OSL = 1024) with 256 instead of 640 requests, so a run takes
-#: a couple of seconds and the live charts can be watched.
+#: 64 closed-loop users, 640 requests, ISL = OSL = 1024) run in ``exact`` mode. Fast mode gives
+#: the same numbers in a few hundredths of a second; exact mode takes about two seconds, so the
+#: live charts can be watched filling up. Switch ``simulation: mode`` to ``fast`` for big runs.
 DEFAULT_CONFIG: dict[str, Any] = {
     "hardware": {"preset": "h100-sxm", "tp": 2, "bytes_per_param": 1,
                  "gpu_memory_utilization": 0.9},
@@ -52,15 +54,17 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "scheduler": {"max_num_batched_tokens": 8192, "max_num_seqs": 64, "policy": "fcfs",
                   "enable_chunked_prefill": True, "block_size": 16},
     "workload": {"arrival_pattern": "closed_loop", "num_concurrent_users": 64,
-                 "num_requests": 256, "seed": 42,
+                 "num_requests": 640, "seed": 42,
                  "input_len_dist": {"type": "fixed", "value": 1024},
                  "output_len_dist": {"type": "fixed", "value": 1024}},
+    "simulation": {"mode": "exact", "sample_interval_secs": 1.0},
 }
 
 _TABS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Hardware & model", ("model", "hardware")),
     ("Scheduler", ("scheduler",)),
     ("Workload", ("workload",)),
+    ("Simulation", ("simulation",)),
 )
 
 
@@ -90,7 +94,8 @@ class ExplorerPanel(widgets.VBox):
     :func:`default_config`. ``background=False`` runs simulations in the calling thread (the
     Stop button then cannot be pressed during a run). Useful attributes: ``controls`` (dotted
     path → :class:`~simkit.ui.controls.Control`), ``run_button``, ``stop_button``,
-    ``baseline_button``, ``figures`` (name → ``FigureWidget``), ``summary``, ``error``,
+    ``baseline_button``, ``charts`` (name → :class:`~simkit.ui.chart.LiveChart`), ``figures``
+    (name → the chart's current ``go.Figure``), ``summary``, ``error``,
     ``result`` (the last :class:`~simkit.SimResult`) and ``baseline``.
     """
 
@@ -119,18 +124,18 @@ class ExplorerPanel(widgets.VBox):
                      "workload.output_len_dist.type"):
             self.controls[path].widget.observe(lambda _: self._refresh_visibility(), "value")
 
-        self.run_button = self._button("Run", "primary", "play", self._on_run)
-        self.stop_button = self._button("Stop", "warning", "stop", self._on_stop)
+        self.run_button = self._button("Run", "primary", self._on_run)
+        self.stop_button = self._button("Stop", "warning", self._on_stop)
         self.stop_button.disabled = True
-        self.baseline_button = self._button("Keep as baseline", "", "thumb-tack",
+        self.baseline_button = self._button("Keep as baseline", "",
                                             self._on_keep_baseline)
-        self.clear_baseline_button = self._button("Clear baseline", "", "times",
+        self.clear_baseline_button = self._button("Clear baseline", "",
                                                   self._on_clear_baseline)
         self.toml_path = widgets.Text(placeholder="configs/config.toml",
                                       description="TOML file",
                                       layout=widgets.Layout(width="420px"))
         self.toml_path.add_class("simkit-toml-path")
-        self.load_button = self._button("Load TOML", "", "folder-open", self._on_load)
+        self.load_button = self._button("Load TOML", "", self._on_load)
         self.upload = widgets.FileUpload(accept=".toml", multiple=False,
                                          description="Upload TOML")
         self.upload.observe(self._on_upload, "value")
@@ -143,14 +148,11 @@ class ExplorerPanel(widgets.VBox):
         self.error.add_class("simkit-error")
         self.summary = widgets.HTML(value="")
         self.summary.add_class("simkit-summary")
-        self.figures: dict[str, go.FigureWidget] = {
-            "latency": go.FigureWidget(latency_figure([])),
-            "throughput": go.FigureWidget(throughput_figure([])),
-            "utilization": go.FigureWidget(utilization_figure([])),
+        self.charts: dict[str, LiveChart] = {
+            "latency": LiveChart(latency_figure([]), "latency"),
+            "throughput": LiveChart(throughput_figure([]), "throughput"),
+            "utilization": LiveChart(utilization_figure([]), "utilization"),
         }
-        for name, fig in self.figures.items():
-            fig.add_class("simkit-chart")
-            fig.add_class(f"simkit-chart-{name}")
 
         tabs = widgets.Tab(children=[self._tab_box(tables) for _, tables in _TABS]
                            + [widgets.VBox([widgets.HBox([self.toml_path, self.load_button]),
@@ -159,14 +161,20 @@ class ExplorerPanel(widgets.VBox):
         buttons = widgets.HBox([self.run_button, self.stop_button, self.progress,
                                 self.baseline_button, self.clear_baseline_button])
         self.children = [tabs, buttons, self.status, self.error,
-                         *self.figures.values(), self.summary]
+                         *(c.widget for c in self.charts.values()), self.summary]
         self.add_class("simkit-explorer")
         self.set_config(config)
 
+    @property
+    def figures(self) -> dict[str, go.Figure]:
+        """The charts as they are drawn now (``go.Figure`` per chart name)."""
+        return {name: chart.figure for name, chart in self.charts.items()}
+
     # ------------------------------------------------------------------------ building
     @staticmethod
-    def _button(text: str, style: str, icon: str, handler: Any) -> widgets.Button:
-        button = widgets.Button(description=text, button_style=style, icon=icon)
+    def _button(text: str, style: str, handler: Any) -> widgets.Button:
+        # no icons: the offline Voila template ships without the fontawesome font
+        button = widgets.Button(description=text, button_style=style)
         button.add_class("simkit-" + text.lower().replace(" ", "-"))
         button.on_click(handler)
         return button
@@ -280,9 +288,9 @@ class ExplorerPanel(widgets.VBox):
         return as_runs({"baseline": self.baseline, "current": current})
 
     def _draw(self, runs: list[RunView], record: bool = True) -> None:
-        sync_figure(self.figures["latency"], latency_traces(runs))
-        sync_figure(self.figures["throughput"], throughput_traces(runs))
-        sync_figure(self.figures["utilization"], utilization_traces(runs))
+        self.charts["latency"].update(latency_traces(runs))
+        self.charts["throughput"].update(throughput_traces(runs))
+        self.charts["utilization"].update(utilization_traces(runs))
         if record:
             self._shown_runs = runs
 
