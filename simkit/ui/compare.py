@@ -175,18 +175,21 @@ def table_html(table: pd.DataFrame) -> str:
             return "—" if value != value else f"{value:,.{digits}f}"
         return "" if value is None else html.escape(str(value))
 
-    head = ("<tr><th>configuration</th><th>users</th><th>tok/s per GPU</th>"
-            "<th>tok/s per user</th><th>TTFT p50 (ms)</th><th>TPOT p50 (ms)</th>"
-            "<th>E2E p50 (ms)</th><th>note</th></tr>")
+    num = 'style="text-align:right;padding:1px 10px"'
+    head = "".join(f"<th {num}>{h}</th>" for h in (
+        "users", "tok/s per GPU", "tok/s per user", "TTFT p50 (ms)", "TPOT p50 (ms)",
+        "E2E p50 (ms)"))
     body = "".join(
-        f"<tr><td>{fmt(r.configuration, 0)}</td><td>{r.concurrency}</td>"
-        f"<td>{fmt(r.output_tokens_per_s_per_gpu, 0)}</td>"
-        f"<td>{fmt(r.output_tokens_per_s_per_user, 1)}</td><td>{fmt(r.ttft_p50_ms, 1)}</td>"
-        f"<td>{fmt(r.tpot_p50_ms, 2)}</td><td>{fmt(r.e2e_p50_ms, 0)}</td>"
-        f"<td>{fmt(r.error, 0)}</td></tr>"
+        f'<tr><td style="padding:1px 10px 1px 0">{fmt(r.configuration, 0)}</td>'
+        f"<td {num}>{r.concurrency}</td>"
+        f"<td {num}>{fmt(r.output_tokens_per_s_per_gpu, 0)}</td>"
+        f"<td {num}>{fmt(r.output_tokens_per_s_per_user, 1)}</td>"
+        f"<td {num}>{fmt(r.ttft_p50_ms, 1)}</td><td {num}>{fmt(r.tpot_p50_ms, 2)}</td>"
+        f"<td {num}>{fmt(r.e2e_p50_ms, 0)}</td><td>{fmt(r.error, 0)}</td></tr>"
         for r in table.itertuples())
-    return (f'<table class="simkit-compare-table" style="font-variant-numeric:tabular-nums">'
-            f"<thead>{head}</thead><tbody>{body}</tbody></table>")
+    return (f'<table class="simkit-compare-table" style="border-collapse:collapse;'
+            f'font-variant-numeric:tabular-nums"><thead><tr><th style="text-align:left">'
+            f"configuration</th>{head}<th>note</th></tr></thead><tbody>{body}</tbody></table>")
 
 
 def _parse_ints(text: str, name: str) -> list[int]:
@@ -341,6 +344,7 @@ class CompareDashboard(widgets.VBox):
             show_error(self.error, exc)
         else:
             self.table.value = table_html(self.results)
+            self.progress.bar_style = "success"
             done = len(self.results)
             self.status.value = (f"Done: {done} of {len(points)} runs."
                                  if done == len(points) else

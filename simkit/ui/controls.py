@@ -67,6 +67,7 @@ def _preset_options(kind: str) -> list[tuple[str, Any]]:
 WIDGET_HINTS: dict[str, dict[str, Any]] = {
     "hardware.preset": {"label": "GPU", "options": lambda: _preset_options("hardware")},
     "model.preset": {"label": "model", "options": lambda: _preset_options("model")},
+    "hardware.gpu_memory_utilization": {"label": "GPU memory share"},
     "hardware.tp": {"label": "TP (GPUs)", "options": [(str(n), n) for n in (1, 2, 4, 8)]},
     "hardware.bytes_per_param": {"label": "precision", "options": list(PRECISIONS)},
 }

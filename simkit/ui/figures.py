@@ -314,14 +314,17 @@ def summary_html(runs: Any) -> str:
     ``data-value`` (full precision) so tests and scripts can read it back.
     """
     frame = summary_frame(runs)
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    head = "".join(f'<th style="text-align:right;padding:1px 10px">{html.escape(str(c))}</th>'
+                   for c in frame.columns)
     rows = []
     for key, label, _, fmt in SUMMARY_ROWS:
         cells = "".join(
-            f'<td class="simkit-value" data-key="{key}" data-run="{html.escape(str(run))}" '
+            f'<td class="simkit-value" style="text-align:right;padding:1px 10px" '
+            f'data-key="{key}" data-run="{html.escape(str(run))}" '
             f'data-value="{float(frame.at[key, run])!r}">{_fmt(frame.at[key, run], fmt)}</td>'
             for run in frame.columns)
-        rows.append(f"<tr><th>{html.escape(label)}</th>{cells}</tr>")
+        rows.append(f'<tr><th style="text-align:left;padding:1px 12px 1px 0">'
+                    f"{html.escape(label)}</th>{cells}</tr>")
     return (
         '<table class="simkit-summary-table" style="border-collapse:collapse;'
         'font-variant-numeric:tabular-nums">'
