@@ -119,6 +119,12 @@ def test_default_is_test_blog_in_exact_mode_and_hides_irrelevant_fields() -> Non
     panel.controls["workload.arrival_pattern"].widget.value = "poisson"
     assert panel.controls["workload.arrival_rate"].widget.layout.display is None
     assert panel.controls["workload.num_concurrent_users"].widget.layout.display == "none"
+    assert panel.controls["workload.trace_path"].widget.layout.display == "none"
+    panel.controls["workload.arrival_pattern"].widget.value = "trace"
+    assert panel.controls["workload.trace_path"].widget.layout.display is None
+    assert panel.controls["workload.arrival_rate"].widget.layout.display == "none"
+    panel.run_button.click()  # no trace file given
+    assert "trace_path" in panel.error.value and not panel.running
 
 
 # ----------------------------------------------------------------------------------- runs

@@ -43,7 +43,8 @@ PANEL_FIELDS: dict[str, tuple[str, ...] | None] = {
     "model": ("preset",),
     "scheduler": None,
     "workload": ("arrival_pattern", "arrival_rate", "num_concurrent_users", "num_requests",
-                 "duration_secs", "seed", "input_len_dist", "output_len_dist"),
+                 "duration_secs", "seed", "trace_path", "trace_format", "input_len_dist",
+                 "output_len_dist"),
     "simulation": ("mode", "sample_interval_secs", "max_wall_secs"),
 }
 
@@ -228,6 +229,8 @@ def is_relevant(path: str, values: Mapping[str, Any]) -> bool:
         return pattern not in ("closed_loop", "trace", "batched")
     if path == "workload.num_concurrent_users":
         return pattern == "closed_loop"
+    if path in ("workload.trace_path", "workload.trace_format"):
+        return pattern == "trace"
     for dist in ("workload.input_len_dist", "workload.output_len_dist"):
         if path.startswith(dist + ".") and not path.endswith(".type"):
             return path.rsplit(".", 1)[1] in _DIST_PARAMS.get(values.get(dist + ".type"), ())

@@ -218,7 +218,7 @@ class ExplorerPanel(widgets.VBox):
         show_error(self.error, None)
         try:
             config = self.current_config()
-        except SimkitError as exc:
+        except Exception as exc:  # SimkitError: bad input; anything else: shown, not raised
             show_error(self.error, exc)
             return
         self._stop_requested = False
