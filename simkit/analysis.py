@@ -332,6 +332,7 @@ def fewest_gpus(
     tol: float | None = None,
     max_iter: int = 12,
     overrides_for: Callable[[Any], Mapping[str, Any]] | None = None,
+    progress: Callable[[int, int, Mapping[str, Any]], None] | None = None,
 ) -> CapacityPlan:
     """How many GPUs each candidate config needs to serve ``load`` within ``slo``; best first.
 
@@ -348,6 +349,7 @@ def fewest_gpus(
     split at random stays Poisson; users split evenly). ``by``: ``"num_gpus"`` (ties broken by
     cost) or ``"usd_per_hour"`` (ties broken by GPUs). Candidates that cannot meet the SLO
     even at ``lo`` per replica, or whose config is invalid, come last with ``meets`` False.
+    ``progress(i, n, candidate)`` is called before candidate ``i`` of ``n`` is searched.
     """
     if by not in ("num_gpus", "usd_per_hour"):
         raise ConfigError(f"fewest_gpus: by = {by!r}: must be 'num_gpus' or 'usd_per_hour'")
@@ -362,7 +364,9 @@ def fewest_gpus(
     cand_cols = list(dict.fromkeys(k for p in points for k in p))
     rows: list[dict[str, Any]] = []
     all_points: list[pd.DataFrame] = []
-    for cand in points:
+    for number, cand in enumerate(points):
+        if progress is not None:
+            progress(number, len(points), cand)
         row: dict[str, Any] = {c: cand.get(c) for c in cand_cols}
         if lo >= load:  # one replica must carry it all: no search needed
             evaluate = _Evaluator(base_config, knob, bounds, cand, overrides_for)
@@ -404,8 +408,9 @@ def fewest_gpus(
                        **{m: op.get(m) for m in _PLAN_METRICS})
         rows.append(row)
         frame = search_points
-        if extra:
+        if extra:  # the verification runs, minus any the search had already made
             frame = pd.concat([frame, verify.frame()], ignore_index=True)
+            frame = frame.drop_duplicates(subset=[knob], ignore_index=True)
         all_points.append(frame)
     cols = [*cand_cols, "meets", "replicas", "num_gpus", "usd_per_hour", "max_load_per_replica",
             "load_per_replica", *_PLAN_METRICS, "error", "note"]
