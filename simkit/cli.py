@@ -29,14 +29,16 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    line = "  ".join("-" * w for w in widths)
-    out = [title, "  ".join(h.rjust(w) if i else h.ljust(w)
-                            for i, (h, w) in enumerate(zip(header, widths))), line]
-    for row in rows:
-        out.append("  ".join(str(c).rjust(w) if i else str(c).ljust(w)
-                             for i, (c, w) in enumerate(zip(row, widths))))
+def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]],
+           left: int = 1) -> str:
+    """A plain-text table; the first ``left`` columns are left-aligned, the rest right."""
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(str(c).ljust(w) if i < left else str(c).rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+    out = [title, line(header), "  ".join("-" * w for w in widths)]
+    out.extend(line(row) for row in rows)
     return "\n".join(out)
 
 
@@ -125,6 +127,18 @@ def format_summary(summary: Any, wall_time_s: float | None = None) -> str:
     return "\n\n".join(parts)
 
 
+def rejection_note(requests: Any) -> str | None:
+    """One line saying how many requests were rejected and why (the first reason), if any."""
+    if "reject_reason" not in requests.columns:
+        return None
+    rejected = requests[requests["status"] == "rejected"]
+    if not len(rejected):
+        return None
+    first = rejected.iloc[0]
+    return (f"rejected {len(rejected):,} request(s) that can never run here; e.g. request "
+            f"{int(first['request_id'])}: {first['reject_reason']}")
+
+
 def _progress_bar(total: int | None) -> Any:
     from tqdm import tqdm
 
@@ -163,6 +177,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("\n" + format_summary(result.summary, result.wall_time_s))
         return 130
     print("\n" + format_summary(result.summary, result.wall_time_s))
+    note = rejection_note(result.requests)
+    if note:
+        print("\n" + note)
     if args.json:
         result.to_json(args.json)
     if args.requests_csv:
@@ -184,7 +201,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
              _fmt(v.get("price_per_gpu_hour"), 2)] for k, v in hw.items()]
     print(_table("Hardware presets (per GPU; dense peaks)",
                  ["id", "name", "BF16 TF/s", "FP8 TF/s", "FP4 TF/s", "HBM TB/s", "HBM GB",
-                  "link GB/s", "$/h"], rows))
+                  "link GB/s", "$/h"], rows, left=2))
     models = model_presets()
     rows = [[k, v["name"], f"{v['num_parameters'] / 1e9:.1f}",
              f"{v.get('num_active_parameters', v['num_parameters']) / 1e9:.1f}",
@@ -194,7 +211,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
             for k, v in models.items()]
     print()
     print(_table("Model presets", ["id", "name", "params B", "active B", "layers", "hidden",
-                                   "heads/kv", "experts", "max len"], rows))
+                                   "heads/kv", "experts", "max len"], rows, left=2))
     return 0
 
 

@@ -472,13 +472,14 @@ class WorkloadConfig:
                       optional=True)
         _check_number(t, "seed", self.seed, integer=True, minimum=0, maximum=2**63 - 1)
         _check_number(t, "burstiness", self.burstiness, minimum=0, exclusive_min=True)
-        _check_number(t, "burst_size", self.burst_size, integer=True, minimum=1)
+        _check_number(t, "burst_size", self.burst_size, integer=True, minimum=1,
+                      maximum=1e6)  # the arrival times of a burst are materialized
         _check_number(t, "num_concurrent_users", self.num_concurrent_users, integer=True,
                       minimum=1, maximum=1e7, optional=True)
         _check_number(t, "closed_loop_jitter_secs", self.closed_loop_jitter_secs, minimum=0)
         _check_number(t, "think_time_secs", self.think_time_secs, minimum=0)
         _check_number(t, "num_priority_levels", self.num_priority_levels, integer=True,
-                      minimum=1)
+                      minimum=1, maximum=1e9)  # sampled as int64
         _check_str(t, "trace_path", self.trace_path, optional=True)
         _check_choice(t, "trace_format", self.trace_format, TRACE_FORMATS)
         _check_number(t, "time_scale", self.time_scale, minimum=0, exclusive_min=True)

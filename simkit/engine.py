@@ -18,10 +18,14 @@ import heapq
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    from simkit._lazy import pandas as pd
 
 from simkit.config import Config
 from simkit.errors import SimulationError
@@ -76,7 +80,8 @@ class Engine:
         self.kv = KVCacheManager(config.num_gpu_blocks, config.scheduler.block_size,
                                  enable_prefix_caching=config.scheduler.enable_prefix_caching)
         self.scheduler = Scheduler(config, self.kv,
-                                   make_policy(policy or config.scheduler.policy), self.perf)
+                                   make_policy(policy or config.scheduler.policy), self.perf,
+                                   aggregate=self.mode == "fast")
         self.itl = ItlSink()
         self.series = IntervalSeries(config.simulation.sample_interval_secs)
         self.progress = progress
@@ -193,6 +198,7 @@ class Engine:
         max_sim = sim_cfg.max_sim_secs if sim_cfg.max_sim_secs is not None else math.inf
         max_wall = sim_cfg.max_wall_secs if sim_cfg.max_wall_secs is not None else math.inf
         stop_reason: str | None = None
+        iterations = 0
         fast = None
         if self.mode == "fast":
             from simkit.fastpath import FastForward
@@ -202,7 +208,7 @@ class Engine:
             while True:
                 self._admit_arrivals(self.now)
                 sched = self.scheduler
-                if not sched.running and not sched.waiting:
+                if not sched.num_running and not sched.waiting:
                     t_next = self.next_arrival_time()
                     if t_next == math.inf:
                         break
@@ -214,11 +220,10 @@ class Engine:
                 if self.now >= max_sim:
                     stop_reason = f"max_sim_secs = {max_sim:g} reached"
                     break
-                if fast is not None and fast.advance(max_sim):
-                    self._after_time_advance()
-                    continue
-                self._step()
-                if self.num_steps & 1023 == 0 and time.perf_counter() - wall0 > max_wall:
+                if fast is None or not fast.advance(max_sim):
+                    self._step()
+                iterations += 1
+                if iterations & 255 == 0 and time.perf_counter() - wall0 > max_wall:
                     stop_reason = f"max_wall_secs = {max_wall:g} reached"
                     break
                 if self.progress is not None and self._maybe_progress() is False:
@@ -229,13 +234,9 @@ class Engine:
             raise SimulationInterrupted(result) from None
         return self._finish(wall0, stop_reason)
 
-    def _after_time_advance(self) -> None:
-        if self.progress is not None:
-            self._maybe_progress()
-
     def _idle_until(self, t: float) -> None:
-        self.series.add_span(self.now, t, 0.0, 0.0, self.kv.num_used_blocks, False, 0,
-                             len(self.scheduler.waiting))
+        self.series.add_span(self.now, t, 0.0, 0.0, self.kv.num_used_blocks * (t - self.now),
+                             False, 0, len(self.scheduler.waiting))
         self.now = t
 
     def _step(self) -> None:
@@ -245,12 +246,12 @@ class Engine:
             if out.preempted:
                 return  # the running pass preempted its own head; try again
             raise SimulationError(self._stuck_message())
-        cost = self.perf.step(out.num_tokens, out.attn_work, out.kv_tokens, len(out.requests))
+        cost = self.perf.step(out.num_tokens, out.attn_work, out.kv_tokens, out.num_seqs)
         t0 = self.now
         t1 = t0 + cost.time
         used = self.kv.num_used_blocks
-        self.series.add_span(t0, t1, cost.flops, cost.bytes, used, True, len(sched.running),
-                             len(sched.waiting))
+        self.series.add_span(t0, t1, cost.flops, cost.bytes, used * cost.time, True,
+                             sched.num_running, len(sched.waiting))
         self.itl.step_start = t0
         finished = sched.update(out, t1, self.itl)
         emitted = sched.last_num_emitted
@@ -273,7 +274,7 @@ class Engine:
         sched = self.scheduler
         head = sched.waiting.peek() if sched.waiting else None
         return (f"the simulation cannot make progress at t = {self.now:.3f} s: nothing could be "
-                f"scheduled ({len(sched.running)} running, {len(sched.waiting)} waiting, "
+                f"scheduled ({sched.num_running} running, {len(sched.waiting)} waiting, "
                 f"{self.kv.num_free_blocks}/{self.kv.num_gpu_blocks} KV blocks free"
                 + (f"; next waiting request needs {head.num_tokens} tokens" if head else "")
                 + ")")
@@ -332,7 +333,7 @@ class Engine:
             tpot = np.where(out > 1, (self.finish[ids] - self.first_token[ids])
                             / np.maximum(out - 1, 1), np.nan)
         return self.series.frame(
-            end_time=self.now, running=len(self.scheduler.running),
+            end_time=self.now, running=self.scheduler.num_running,
             waiting=len(self.scheduler.waiting), include_open=True,
             num_gpu_blocks=self.kv.num_gpu_blocks, peak_flops=self.perf.peak_flops,
             peak_bandwidth=self.perf.peak_bandwidth, arrivals=arrived,
@@ -348,7 +349,7 @@ class Engine:
         new_req = self._request_frame(new_ids)
         return Snapshot(
             sim_time=self.now, num_arrived=self.num_arrived, num_finished=self.num_finished,
-            num_rejected=self.num_rejected, num_running=len(self.scheduler.running),
+            num_rejected=self.num_rejected, num_running=self.scheduler.num_running,
             num_waiting=len(self.scheduler.waiting), num_steps=self.num_steps,
             num_preemptions=self.scheduler.num_preemptions, total_requests=self.num_total,
             timeseries=ts, new_timeseries=new_ts, new_requests=new_req, done=done)

@@ -10,7 +10,7 @@ the shared prefix blocks of a conversation are the last to be evicted.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 
 from simkit.request import Request
 
@@ -19,6 +19,41 @@ __all__ = ["KVCacheManager"]
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
+
+
+class _FreeBlockQueue:
+    """Free block ids in eviction order (least recently freed first), materialized lazily.
+
+    Behaves like ``OrderedDict.fromkeys(range(num_blocks))`` used as a queue: blocks never
+    used yet (ids >= ``_next_fresh``) come first, in id order, then freed blocks in the order
+    they were freed. Only used blocks take memory, so a cache of 1e9 (or 1e25) blocks costs
+    nothing until it is filled (an eager list raised OverflowError / filled memory).
+    """
+
+    __slots__ = ("_freed", "_next_fresh", "_num_blocks")
+
+    def __init__(self, num_blocks: int) -> None:
+        self._num_blocks = num_blocks
+        self._next_fresh = 0
+        self._freed: OrderedDict[int, None] = OrderedDict()
+
+    def popitem(self, last: bool = False) -> tuple[int, None]:
+        """Take the next block to recycle (``last`` must be False: the LRU end)."""
+        assert not last
+        if self._next_fresh < self._num_blocks:
+            block = self._next_fresh
+            self._next_fresh += 1
+            return block, None
+        return self._freed.popitem(last=False)
+
+    def __delitem__(self, block: int) -> None:
+        del self._freed[block]  # only a used (hashed) block can be taken back by a prefix hit
+
+    def __setitem__(self, block: int, value: None) -> None:
+        self._freed[block] = value
+
+    def __len__(self) -> int:
+        return self._num_blocks - self._next_fresh + len(self._freed)
 
 
 class KVCacheManager:
@@ -31,12 +66,12 @@ class KVCacheManager:
         self.enable_prefix_caching = enable_prefix_caching
         self._num_free = num_gpu_blocks
         if enable_prefix_caching:
-            self._ref_cnt = [0] * num_gpu_blocks
-            self._block_hash: list[int | None] = [None] * num_gpu_blocks
+            # per block id, filled on first use (the pool may be huge)
+            self._ref_cnt: defaultdict[int, int] = defaultdict(int)
+            self._block_hash: defaultdict[int, int | None] = defaultdict(lambda: None)
             self._cached: dict[int, int] = {}  # prefix hash -> block id
             # free blocks in eviction order (least recently freed first)
-            self._free_queue: OrderedDict[int, None] = OrderedDict.fromkeys(
-                range(num_gpu_blocks))
+            self._free_queue = _FreeBlockQueue(num_gpu_blocks)
         # statistics
         self.num_prefix_queries = 0
         self.num_prefix_hit_tokens = 0
@@ -57,8 +92,9 @@ class KVCacheManager:
     def get_computed_blocks(self, request: Request) -> list[int]:
         """Leading prompt blocks already resident (prefix hits), at most prompt − 1 tokens.
 
-        Only called for a request with nothing computed (new or preempted). Records the
-        lookup in the hit-rate statistics.
+        Only called for a request with nothing computed (new or preempted). Statistics are
+        recorded on admission (:meth:`record_hit`), so a head that waits several steps counts
+        once, whatever the engine mode.
         """
         if not self.enable_prefix_caching:
             return []
@@ -70,11 +106,30 @@ class KVCacheManager:
             if block is None:
                 break
             hits.append(block)
-        self.num_prefix_queries += 1
-        self.num_prefix_query_tokens += request.num_prompt_tokens
         return hits
 
-    def record_hit(self, num_tokens: int) -> None:
+    def take_blocks(self, count: int) -> None:
+        """Counting mode: ``count`` blocks leave the free pool (decode-group growth)."""
+        self._num_free -= count
+
+    def append_block(self, request: Request) -> None:
+        """Prefix mode: give ``request`` one more block, recycling the LRU free block."""
+        block, _none = self._free_queue.popitem(last=False)
+        old = self._block_hash[block]
+        if old is not None:
+            if self._cached.get(old) == block:
+                del self._cached[old]
+            self._block_hash[block] = None
+        self._ref_cnt[block] = 1
+        assert request.block_ids is not None
+        request.block_ids.append(block)
+        request.num_blocks += 1
+        self._num_free -= 1
+
+    def record_hit(self, request: Request, num_tokens: int) -> None:
+        """An admitted request's prefix lookup: its prompt tokens, ``num_tokens`` of them hit."""
+        self.num_prefix_queries += 1
+        self.num_prefix_query_tokens += request.num_prompt_tokens
         self.num_prefix_hit_tokens += num_tokens
 
     # ----------------------------------------------------------------------------- changes
@@ -142,7 +197,11 @@ class KVCacheManager:
             return
         full = min(request.num_computed_tokens // self.block_size, len(request.block_hashes),
                    len(request.block_ids))
-        for j in range(full):
+        start = request.num_hashed_blocks
+        if full <= start:
+            return
+        request.num_hashed_blocks = full
+        for j in range(start, full):
             block = request.block_ids[j]
             if self._block_hash[block] is not None:
                 continue
@@ -163,3 +222,4 @@ class KVCacheManager:
                 self._num_free += 1
         request.block_ids = []
         request.num_blocks = 0
+        request.num_hashed_blocks = 0

@@ -15,10 +15,16 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    from simkit._lazy import pandas as pd
+
+from simkit.errors import SimulationError
 
 __all__ = [
     "IntervalSeries",
@@ -28,6 +34,9 @@ __all__ = [
 ]
 
 PERCENTILES = (50, 90, 95, 99)
+#: Most rows a time series may have; a run whose simulated time would need more stops with a
+#: SimulationError instead of filling memory (and hanging) one empty interval at a time.
+MAX_INTERVALS = 1_000_000
 STAT_KEYS = ("mean", "p50", "p90", "p95", "p99", "min", "max")
 
 
@@ -72,7 +81,7 @@ def latency_stats(values: np.ndarray, weights: np.ndarray | None = None,
         pct = weighted_percentiles(values, w, PERCENTILES)
         mean = float(np.dot(values, w) / w.sum())
     result = {"mean": mean * scale}
-    result.update({f"p{q}": float(p) * scale for q, p in zip(PERCENTILES, pct)})
+    result.update({f"p{q}": float(p) * scale for q, p in zip(PERCENTILES, pct, strict=True)})
     result["min"] = float(values.min()) * scale
     result["max"] = float(values.max()) * scale
     return result
@@ -154,10 +163,23 @@ class IntervalSeries:
             self.index += 1
         self.num_closed = self.index
 
-    def add_span(self, t0: float, t1: float, flops: float, nbytes: float, kv_blocks: float,
+    def add_span(self, t0: float, t1: float, flops: float, nbytes: float, kv_block_s: float,
                  busy: bool, running: int, waiting: int, steps: int = 1) -> None:
-        """Add the busy (a step or several) or idle span [t0, t1] with its totals."""
+        """Add the busy (one or more steps) or idle span [t0, t1] with its totals.
+
+        ``kv_block_s`` is the integral of KV blocks in use over the span (block-seconds).
+
+        Raises :class:`SimulationError` if ``t1`` is not finite or lies beyond
+        :data:`MAX_INTERVALS` intervals (absurd speeds or arrival gaps, or a tiny interval).
+        """
         dt = self.dt
+        if not t1 // dt < MAX_INTERVALS:  # also catches inf and nan
+            raise SimulationError(
+                f"simulated time reached {t1:.6g} s (a {'step' if busy else 'idle gap'} of "
+                f"{t1 - t0:.6g} s from t = {t0:.6g} s): the time series would need more than "
+                f"{MAX_INTERVALS:,} intervals of simulation.sample_interval_secs = {dt:g} s. "
+                "Raise sample_interval_secs, set simulation.max_sim_secs, or check the "
+                "hardware speeds and the workload's arrival times")
         cur = self._cur
         k0 = int(t0 // dt)
         if k0 > self.index:
@@ -170,7 +192,7 @@ class IntervalSeries:
                 cur["flops"] += flops
                 cur["bytes"] += nbytes
                 cur["steps"] += steps
-            cur["kv_block_s"] += kv_blocks * span
+            cur["kv_block_s"] += kv_block_s
             return
         start = t0
         while self.index < k1:
@@ -180,7 +202,7 @@ class IntervalSeries:
                 cur["busy_s"] += end - start
                 cur["flops"] += flops * frac
                 cur["bytes"] += nbytes * frac
-            cur["kv_block_s"] += kv_blocks * (end - start)
+            cur["kv_block_s"] += kv_block_s * frac
             self._close_until(self.index + 1, running, waiting)
             start = end
         frac = (t1 - start) / span
@@ -189,7 +211,7 @@ class IntervalSeries:
             cur["flops"] += flops * frac
             cur["bytes"] += nbytes * frac
             cur["steps"] += steps
-        cur["kv_block_s"] += kv_blocks * (t1 - start)
+        cur["kv_block_s"] += kv_block_s * frac
 
     def add_tokens(self, prefill: int, decode: int, output: int) -> None:
         cur = self._cur

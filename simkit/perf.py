@@ -174,8 +174,8 @@ class PerfModel:
             weights = np.minimum(self.moe_fallback_active_bytes * num_tokens,
                                  self.dense_weight_bytes)
         else:
-            weights = np.full_like(num_tokens, self.dense_weight_bytes)
-        nbytes = weights + self.kv_bytes_per_token * kv_tokens
+            weights = self.dense_weight_bytes
+        nbytes = weights + self.kv_bytes_per_token * np.asarray(kv_tokens, dtype=float)
         roof = np.maximum(flops / self.flops_rate, nbytes / self.bandwidth_rate)
         if self.comm_per_token:
             comm = self.comm_fixed + self.comm_per_token * num_tokens

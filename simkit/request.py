@@ -27,18 +27,23 @@ class Request:
     """Mutable per-request state inside one simulation (times in simulated seconds)."""
 
     __slots__ = (
+        "arrival_time",
         "block_hashes",
         "block_ids",
         "finish_time",
         "first_scheduled_time",
         "first_token_time",
+        "group_c0",
+        "group_g0",
+        "group_o0",
+        "group_seq",
         "id",
-        "arrival_time",
         "last_token_time",
         "max_tokens",
         "num_blocks",
         "num_cached_tokens",
         "num_computed_tokens",
+        "num_hashed_blocks",
         "num_output_tokens",
         "num_preemptions",
         "num_prompt_tokens",
@@ -71,6 +76,7 @@ class Request:
         self.num_blocks = 0
         self.block_ids: list[int] | None = None
         self.num_cached_tokens = 0
+        self.num_hashed_blocks = 0  # prompt blocks whose hash is published (prefix caching)
         self.num_preemptions = 0
         self.first_scheduled_time = -1.0
         self.first_token_time = -1.0

@@ -26,10 +26,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    from simkit._lazy import pandas as pd
 
 from simkit.config import TRACE_FORMATS, LengthDist, TraceFormat, WorkloadConfig
 from simkit.errors import ConfigError, TraceError
