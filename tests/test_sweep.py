@@ -294,3 +294,11 @@ def test_core_import_pulls_no_heavy_dependency():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, timeout=60)
     assert proc.stdout.strip() == "[]", proc.stderr
+
+
+def test_simkit_sweep_stays_callable_after_the_module_is_imported(base):
+    import simkit.sweep as module
+
+    assert simkit.sweep is module  # Python rebinds the package attribute on import
+    df = simkit.sweep(base, {"hardware.tp": [2]}, executor="inline", progress=False)
+    assert len(df) == 1 and df["counts.finished"].iloc[0] == NUM_REQUESTS
