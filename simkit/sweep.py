@@ -462,7 +462,7 @@ def _run_dask(client: Any, config_dict: dict[str, Any],
                          pure=False)
     where = {future.key: item for future, item in zip(futures, todo, strict=True)}
     try:
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=client.loop):
             index, point = where[future.key]
             try:
                 yield index, future.result()

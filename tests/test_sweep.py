@@ -43,7 +43,8 @@ def cluster():
     from dask.distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as lc, Client(lc) as client:
+                      dashboard_address=None) as lc, \
+            Client(lc, set_as_default=False) as client:  # sweep must not need a default
         yield lc, client
 
 
