@@ -61,7 +61,7 @@ def planner_config(model: str, *, isl: int, osl: int, bytes_per_param: float = 1
 
 def plan_capacity(model: str, *, traffic: str, load: float, isl: int, osl: int,
                   slo: Mapping[str, float], gpus: Sequence[str], tps: Sequence[int],
-                  bytes_per_param: float = 1, max_requests: int = 100,
+                  bytes_per_param: float = 1, max_requests: int = 200,
                   progress: Any = None) -> CapacityPlan:
     """Fewest GPUs for ``load`` over ``gpus`` × ``tps`` (what the panel's *Plan* runs).
 
@@ -99,10 +99,15 @@ def _best_html(plan: CapacityPlan) -> str:
                 "larger tensor-parallel sizes or looser SLOs.")
     usd = best.get("usd_per_hour")
     cost = f"${usd:,.2f}/hour" if usd is not None and not pd.isna(usd) else "no price listed"
+    gpus = int(best["num_gpus"])
+    if best["max_load_per_replica"] >= plan.load:
+        carry = f"One replica carries the whole load of {plan.load:,.3g}"
+    else:
+        carry = (f"Each replica carries {best['load_per_replica']:,.3g} (its limit within "
+                 f"the SLOs is about {best['max_load_per_replica']:,.3g})")
     return (f"<b>Cheapest option meeting the SLOs:</b> {int(best['replicas'])} × "
             f"{best['hardware.preset']} tp={int(best['hardware.tp'])} = "
-            f"<b>{int(best['num_gpus'])} GPUs</b>, {cost}. Each replica carries "
-            f"{best['load_per_replica']:,.3g} (limit {best['max_load_per_replica']:,.3g}): "
+            f"<b>{gpus} GPU{'s' if gpus != 1 else ''}</b>, {cost}. {carry}: "
             f"TTFT p99 {best['ttft_ms.p99']:,.0f} ms, TPOT p50 {best['tpot_ms.p50']:,.1f} ms, "
             f"{best['output_tokens_per_s_per_gpu']:,.0f} output tok/s per GPU.")
 
@@ -120,12 +125,13 @@ def _table_html(plan: CapacityPlan) -> str:
                      classes="simkit-plan")
 
 
-def capacity_planner(*, gpus: Sequence[str] = ("h100-sxm", "h200"),
-                     tps: Sequence[int] = (1, 2), model: str = "llama-3-70b",
+def capacity_planner(*, gpus: Sequence[str] = ("h100-sxm", "h200", "b200", "mi300x"),
+                     tps: Sequence[int] = (1, 2, 4, 8), model: str = "llama-3-70b",
                      run: bool = True) -> w.VBox:
     """The capacity-planner panel; with ``run`` it plans the defaults once when built.
 
-    Defaults are small (2 GPUs × 2 sizes, 100-request runs) so the first plan takes seconds.
+    Defaults: four GPUs × four tensor-parallel sizes, runs of at most 200 requests; the first
+    plan takes a few seconds.
     """
     hw_ids = list(hardware_presets())
     style = {"description_width": "150px"}
