@@ -120,6 +120,9 @@ def _table_html(plan: CapacityPlan) -> str:
     t = plan.table.reindex(columns=[*cols, "error", "note"]).copy()
     t["note"] = [e if isinstance(e, str) else (n if isinstance(n, str) else "")
                  for e, n in zip(t["error"], t["note"], strict=True)]
+    for col in ("replicas", "num_gpus"):
+        t[col] = pd.to_numeric(t[col], errors="coerce").astype("Int64")
+    t["meets"] = ["yes" if m is True or m == 1 else "no" for m in t["meets"]]
     t = t.drop(columns="error").rename(columns={**cols, "note": "note"})
     return t.to_html(index=False, na_rep="–", float_format=lambda v: f"{v:,.1f}",
                      classes="simkit-plan")
