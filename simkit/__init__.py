@@ -80,7 +80,7 @@ __all__ = [
 
 
 def sweep(config: Config, grid: Any, **kwargs: Any) -> pd.DataFrame:
-    """Run a grid of overrides of ``config``; see :func:`simkit.sweep.sweep`."""
-    from simkit.sweep import sweep as _sweep
+    """Run a grid of overrides of ``config``; see :func:`simkit.sweeps.sweep`."""
+    from simkit.sweeps import sweep as _sweep
 
     return _sweep(config, grid, **kwargs)

@@ -26,7 +26,7 @@ import pandas as pd
 
 from simkit.config import Config, LengthDist
 from simkit.errors import ConfigError
-from simkit.sweep import COST_COLUMNS, METRIC_COLUMNS, _check_name, expand_grid, run_point
+from simkit.sweeps import COST_COLUMNS, METRIC_COLUMNS, _check_name, expand_grid, run_point
 
 __all__ = [
     "CapacityPlan",
@@ -165,7 +165,7 @@ class SloSearchResult:
 
 
 def _field_type(knob: str) -> str:
-    from simkit.sweep import _TABLE_CLASSES
+    from simkit.sweeps import _TABLE_CLASSES
 
     parts = knob.split(".")
     cls = LengthDist if len(parts) == 3 else _TABLE_CLASSES[parts[0]]
@@ -210,7 +210,7 @@ class _Evaluator:
 
     def frame(self) -> pd.DataFrame:
         """The evaluated rows in order: swept columns, ``meets``, metrics, cost, error."""
-        from simkit.sweep import _frame
+        from simkit.sweeps import _frame
 
         df = _frame(self.rows, self.swept)
         meets = df.pop("meets").astype(bool)

@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optional_commands(sub: Any) -> None:
     """Commands from other modules register here when present (validate, sweep)."""
-    for module in ("simkit.validate", "simkit.sweep"):
+    for module in ("simkit.validate", "simkit.sweeps"):
         try:
             mod = __import__(module, fromlist=["add_cli"])
         except ImportError:

@@ -20,7 +20,7 @@ import pytest
 
 import simkit
 from simkit.analysis import fewest_gpus, meets_slo, pareto_frontier, slo_search
-from simkit.sweep import METRIC_COLUMNS, expand_grid, load_grid_file, sweep
+from simkit.sweeps import METRIC_COLUMNS, expand_grid, load_grid_file, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 OSL = 16
@@ -289,7 +289,7 @@ def test_cli_prints_the_best_configs_and_writes_parquet(base, tmp_path):
 
 
 def test_core_import_pulls_no_heavy_dependency():
-    code = ("import sys, simkit, simkit.sweep, simkit.analysis; "
+    code = ("import sys, simkit, simkit.sweeps, simkit.analysis; "
             "print(sorted(m for m in ('dask', 'distributed', 'plotly', 'ipywidgets')"
             " if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -297,9 +297,9 @@ def test_core_import_pulls_no_heavy_dependency():
     assert proc.stdout.strip() == "[]", proc.stderr
 
 
-def test_simkit_sweep_stays_callable_after_the_module_is_imported(base):
-    import simkit.sweep as module
+def test_simkit_sweep_stays_a_function_after_the_module_is_imported(base):
+    import simkit.sweeps  # the module is simkit.sweeps; simkit.sweep stays the function
 
-    assert simkit.sweep is module  # Python rebinds the package attribute on import
+    assert callable(simkit.sweep) and not isinstance(simkit.sweep, type(simkit))
     df = simkit.sweep(base, {"hardware.tp": [2]}, executor="inline", progress=False)
     assert len(df) == 1 and df["counts.finished"].iloc[0] == NUM_REQUESTS

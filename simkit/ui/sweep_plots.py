@@ -1,6 +1,6 @@
 """Plotly figures for sweeps: the Pareto frontier, an SLO search, a capacity plan.
 
-Each function takes the plain results of :mod:`simkit.sweep` / :mod:`simkit.analysis` (a
+Each function takes the plain results of :mod:`simkit.sweeps` / :mod:`simkit.analysis` (a
 DataFrame, a :class:`~simkit.analysis.SloSearchResult`, a :class:`~simkit.analysis.CapacityPlan`)
 and returns a static ``plotly.graph_objects.Figure``; plotly is imported only here.
 """

@@ -35,7 +35,6 @@ import os
 import sys
 import time
 import tomllib
-import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -424,13 +423,13 @@ def _process_context() -> Any:
     """A ``forkserver`` context (spawn where unavailable) that preloads this module.
 
     Not ``fork``: forking a process that runs threads (Jupyter, tqdm, a Dask client) can
-    deadlock. The forkserver imports only ``simkit.sweep``, never the user's ``__main__``.
+    deadlock. The forkserver imports only ``simkit.sweeps``, never the user's ``__main__``.
     """
     import multiprocessing
 
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["simkit.sweep"])
+        ctx.set_forkserver_preload(["simkit.sweeps"])
         return ctx
     return multiprocessing.get_context("spawn")
 
@@ -715,20 +714,3 @@ def add_cli(subparsers: Any) -> None:
                         "cost columns rank ascending, the rest descending)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
-
-
-# ------------------------------------------------------------------- simkit.sweep(...)
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`sweep`.
-
-    ``simkit.sweep`` is first the package's lazy wrapper function, but importing this module
-    (``simkit.analysis`` does, and so does the wrapper itself) makes Python set the package
-    attribute ``simkit.sweep`` to the module. Calling the module runs :func:`sweep`, so
-    ``simkit.sweep(config, grid, ...)`` works before and after that import.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
-        return sweep(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
