@@ -198,8 +198,7 @@ def record(config: Config) -> Recording:
         finish_step=step_of(fin["finish_time"].to_numpy(float)),
         num_prompt_tokens=fin["num_prompt_tokens"].to_numpy(np.int64),
         num_output_tokens=fin["num_output_tokens"].to_numpy(np.int64),
-        peak_blocks=int(round(result.summary.utilization["kv_cache_peak"]
-                              * config.num_gpu_blocks)),
+        peak_blocks=round(result.summary.utilization["kv_cache_peak"] * config.num_gpu_blocks),
         num_preemptions=int(result.summary.counts["preemptions"]),
         wall_time_s=wall,
     )
@@ -437,8 +436,12 @@ def write_profile(path: str | Path, fit: FitResult, *, description: str) -> None
     lines = [f"# simkit engine profile: {description}",
              f"# Fitted {_dt.date.today().isoformat()} by `simkit calibrate` "
              "(least squares on log errors, Nelder-Mead; see simkit/calibrate.py).",
-             f"# Training loss {fit.loss:.4f} over {len(fit.train)} metric rows; "
-             f"{fit.evaluations} model evaluations.",
+             f"# Training loss {fit.loss:.4f} over {len(fit.train)} metric rows "
+             f"({fit.train['experiment'].nunique()} experiments); {len(fit.test)} held-out metric "
+             "rows.",
+             f"# Cost: {fit.record_wall_s:.0f} s recording exact simulations (10 x conc "
+             f"requests each), {fit.fit_wall_s:.0f} s for {fit.evaluations} replayed "
+             "evaluations.",
              "# Apply with `simkit validate POINTS.csv --engine THIS_FILE` or "
              "simkit.with_overrides(cfg, simkit.validate.load_profile(THIS_FILE)).", "#"]
     for name, rows in (("training", fit.train), ("held-out", fit.test)):
@@ -462,7 +465,7 @@ def write_profile(path: str | Path, fit: FitResult, *, description: str) -> None
     }
     for name in (*FIT_PARAMETERS, "memory_reserve"):
         value = fit.params[name]
-        text = f"{value:.4g}" if name != "memory_reserve" else f"{value:.4g}"
+        text = f"{value:.4g}"
         if "e" in text and "." not in text.split("e")[0]:
             text = text.replace("e", ".0e")
         lines.append(f"{name} = {text}  # {comments[name]}")

@@ -105,7 +105,7 @@ _STATS = {"median": "p50", "p50": "p50", "mean": "mean", "p90": "p90", "p95": "p
 METRIC_FAMILIES = ("ttft", "tpot", "itl", "e2e", "throughput")
 
 
-class Unmirrorable(Exception):  # noqa: N818 - a reason, not a failure
+class Unmirrorable(Exception):
     """An experiment simkit cannot reproduce honestly; ``str(exc)`` is the reason."""
 
 
@@ -436,7 +436,7 @@ class ValidationReport:
             err = np.abs(group["pct_error"].to_numpy(dtype=float))
             out[str(family)] = {"median_abs_pct_error": float(np.median(err)),
                                 "p90_abs_pct_error": float(np.percentile(err, 90)),
-                                "n": int(len(err))}
+                                "n": len(err)}
         return out
 
     def to_dict(self) -> dict[str, Any]:
