@@ -440,8 +440,8 @@ def write_profile(path: str | Path, fit: FitResult, *, description: str) -> None
              f"({fit.train['experiment'].nunique()} experiments); {len(fit.test)} held-out metric "
              "rows.",
              f"# Cost: {fit.record_wall_s:.0f} s recording exact simulations (10 x conc "
-             f"requests each), {fit.fit_wall_s:.0f} s for {fit.evaluations} replayed "
-             "evaluations.",
+             f"requests each), {fit.fit_wall_s:.0f} s fitting ({fit.evaluations} replayed "
+             "evaluations, incl. re-recordings for the reserve grid).",
              "# Apply with `simkit validate POINTS.csv --engine THIS_FILE` or "
              "simkit.with_overrides(cfg, simkit.validate.load_profile(THIS_FILE)).", "#"]
     for name, rows in (("training", fit.train), ("held-out", fit.test)):

@@ -14,7 +14,8 @@ but ``metric/value/unit`` are one *experiment*; :func:`mirror_config` turns an e
   (vLLM's random dataset), else fixed; outputs exact (ignore-eos).
 * **offline** (``concurrency`` "unbounded"/"offline", rate inf — ``trtllm-bench throughput``):
   every request queued at t = 0, fixed ISL/OSL, the request counts of the TensorRT-LLM
-  perf-overview page; a different engine, so its rows measure transfer, not fit.
+  perf-overview page, admission without eviction (TensorRT-LLM's default
+  GUARANTEED_NO_EVICT); a different engine, so its rows measure transfer, not fit.
 * engine flags parsed from ``notes``: ``max-num-batched-tokens``, ``max-model-len``,
   ``gpu-memory-utilization``, ``kv-cache-dtype fp8``, prefix caching (always off here).
 * ``hardware``/``model`` names map to presets (``H100`` → ``h100-sxm``,
@@ -307,6 +308,9 @@ def mirror_config(exp: Experiment, profile: Mapping[str, Any] | None = None, *,
                         input_len_dist={"type": "fixed", "value": isl},
                         output_len_dist={"type": "fixed", "value": osl})
         scheduler["max_num_seqs"] = 2048  # trtllm-bench's largest tuned batch size
+        # TensorRT-LLM's default capacity scheduler (GUARANTEED_NO_EVICT) admits a request
+        # only if every running one can grow to its full length: no preemption.
+        scheduler["enable_preemption_free"] = True
     else:
         raise Unmirrorable(f"concurrency = {exp['concurrency']!r} with request_rate = "
                            f"{exp['request_rate']!r} is not a mirrored arrival pattern "
