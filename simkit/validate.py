@@ -445,8 +445,15 @@ class ValidationReport:
 
     def to_dict(self) -> dict[str, Any]:
         rows = self.rows.replace({np.nan: None}).to_dict(orient="records")
-        return {"metrics": self.metrics_summary(), "rows": rows, "skipped": self.skipped,
-                "wall_time_s": self.wall_time_s}
+        return {"metrics": self.metrics_summary(), "by_engine": self.by_engine(),
+                "rows": rows, "skipped": self.skipped, "wall_time_s": self.wall_time_s}
+
+    def by_engine(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """:meth:`metrics_summary` per engine (different engines are never pooled silently)."""
+        if self.rows.empty:
+            return {}
+        return {str(engine): self.metrics_summary(group)
+                for engine, group in self.rows.groupby("engine", sort=False)}
 
     def to_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, default=_json_default),
@@ -456,18 +463,21 @@ class ValidationReport:
         """Human-readable table + summary (what ``simkit validate`` prints)."""
         lines = []
         if not self.rows.empty:
-            lines.append(f"{'experiment':<44} {'metric':<31} {'measured':>12} "
+            lines.append(f"{'experiment':<54} {'metric':<31} {'measured':>12} "
                          f"{'predicted':>12} {'error':>8}")
             for r in self.rows.itertuples():
                 err = "-" if not np.isfinite(r.pct_error) else f"{r.pct_error:+.1f}%"
-                lines.append(f"{r.experiment[:44]:<44} {r.metric[:31]:<31} "
+                lines.append(f"{r.experiment[:54]:<54} {r.metric[:31]:<31} "
                              f"{_g(r.measured):>12} {_g(r.predicted):>12} {err:>8}")
-        lines.append("")
-        summary = self.metrics_summary()
-        lines.append(f"{'metric':<12} {'n':>4} {'median |err|':>13} {'p90 |err|':>10}")
-        for family, s in summary.items():
-            lines.append(f"{family:<12} {s['n']:>4} {s['median_abs_pct_error']:>12.1f}% "
-                         f"{s['p90_abs_pct_error']:>9.1f}%")
+        groups = [("all rows", self.metrics_summary())]
+        if self.rows["engine"].nunique() > 1:
+            groups += list(self.by_engine().items())
+        for title, summary in groups:
+            lines.append(f"\n{title}:")
+            lines.append(f"  {'metric':<12} {'n':>4} {'median |err|':>13} {'p90 |err|':>10}")
+            for family, s in summary.items():
+                lines.append(f"  {family:<12} {s['n']:>4} {s['median_abs_pct_error']:>12.1f}% "
+                             f"{s['p90_abs_pct_error']:>9.1f}%")
         num_skipped_rows = sum(s["num_rows"] for s in self.skipped)
         lines.append(f"\n{len(self.rows)} metric rows compared; {num_skipped_rows} rows in "
                      f"{len(self.skipped)} experiments skipped; simulated in "
