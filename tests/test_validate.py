@@ -346,3 +346,64 @@ def test_shipped_profile_reproduces_the_kv_cliff_within_a_factor_2() -> None:
     tp4 = simkit.simulate(mirror_config(one_experiment(tp=4.0, num_gpus=4, **notes), profile))
     assert tp4.summary.ttft_ms["p50"] < 2 * 455.95  # gone with four GPUs' memory
     assert tp4.summary.counts["preemptions"] == 0
+
+
+def test_calibration_recovers_known_parameters_from_synthetic_measurements() -> None:
+    """Measurements made by simulating a known profile; the fit must find that profile again."""
+    from simkit.calibrate import fit_profile
+    from simkit.validate import summary_value
+
+    truth = {"hardware.beta": 0.003, "hardware.per_seq_overhead": 1e-4,
+             "hardware.bandwidth_efficiency": 0.7, "hardware.compute_efficiency": 0.4,
+             "hardware.attention_efficiency": 0.5}
+    notes = ("closed loop, num_prompts=10*conc, random_range_ratio=0.8, "
+             "max-num-batched-tokens 2048, kv-cache-dtype fp8")
+    rows = []
+    for isl, osl, conc in [(256, 64, 2), (256, 64, 16), (2048, 64, 4), (2048, 64, 16),
+                           (128, 512, 8), (4096, 32, 2)]:
+        for metric, unit in (("ttft_median", "ms"), ("tpot_median", "ms"),
+                             ("e2e_latency_median", "s"), ("total_token_throughput_per_gpu",
+                                                          "tok/s/gpu")):
+            rows.append(inferencemax_row(model="meta-llama/Llama-3.1-8B-Instruct", tp=1,
+                                         num_gpus=1, isl=isl, osl=osl, concurrency=conc,
+                                         metric=metric, unit=unit, value=1.0, notes=notes))
+    points = check_points(pd.DataFrame(rows).astype(str))
+    for exp in group_experiments(points):
+        summary = simkit.simulate(mirror_config(exp, truth)).summary.to_dict()
+        for row_id, (metric, (_, unit)) in zip(exp.row_ids, exp.metrics.items(), strict=True):
+            points.loc[row_id, "value"] = summary_value(summary, metric, unit, 1)
+    fit = fit_profile(points, np.ones(len(points), dtype=bool), reserve_grid=(0.0, 5e9),
+                      log=lambda _: None)
+    for key, value in truth.items():
+        assert fit.params[key.split(".")[1]] == pytest.approx(value, rel=1e-3), key
+    assert fit.loss < 1e-8
+
+
+def test_calibrate_cli_writes_a_profile_that_validate_reads(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    rows = [inferencemax_row(model="meta-llama/Llama-3.1-8B-Instruct", tp=1, num_gpus=1,
+                             isl=256, osl=32, concurrency=conc, metric=metric, unit="ms",
+                             value=value)
+            for conc, metric, value in ((2, "tpot_median", 9.0), (2, "ttft_median", 30.0),
+                                        (8, "tpot_median", 11.0), (8, "ttft_median", 35.0))]
+    csv = tmp_path / "points.csv"
+    write_points(csv, rows)
+    profile_path = tmp_path / "engine.toml"
+    assert main(["calibrate", str(csv), "--train", "concurrency == '2'", "--max-evals", "60",
+                 "--out", str(profile_path)]) == 0
+    assert "held-out" in capsys.readouterr().out
+    text = profile_path.read_text()
+    assert "# held-out residuals" in text and "[hardware]" in text
+    profile = load_profile(profile_path)
+    assert set(profile) == {f"hardware.{k}" for k in (
+        "bandwidth_efficiency", "compute_efficiency", "attention_efficiency", "beta",
+        "per_seq_overhead", "memory_reserve")}
+    assert main(["validate", str(csv), "--engine", str(profile_path), "--quiet"]) == 0
+
+
+def test_calibrate_cli_bad_expression_exits_2(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    csv = tmp_path / "points.csv"
+    write_points(csv, [inferencemax_row()])
+    assert main(["calibrate", str(csv), "--train", "no_such_column == 1"]) == 2
+    assert "--train" in capsys.readouterr().err
