@@ -137,6 +137,14 @@ class HardwareConfig:
     Calibration terms (section 3.4 of the spec; 1 and 0 give the pure roofline):
     ``alpha`` scales the roofline time, ``beta`` is a fixed per-step overhead in seconds,
     ``compute_efficiency`` / ``bandwidth_efficiency`` are achievable fractions of the peaks.
+    ``per_seq_overhead`` adds seconds per sequence in the batch per step (input preparation,
+    sampling and output processing grow with the batch). ``attention_efficiency`` is the
+    fraction of those achievable rates that attention kernels reach (paged KV reads and
+    prefill attention run below the weight GEMMs' rates, more so for long contexts):
+    attention FLOPs and KV bytes are priced divided by it. ``memory_reserve`` is the
+    non-weight, non-KV memory of each GPU (activation peak of a ``max_num_batched_tokens``
+    step, CUDA graphs, communication buffers, allocator slack) taken from the
+    ``gpu_memory_utilization`` budget before the KV cache, as vLLM's memory profiler does.
     """
 
     name: str = "custom"
@@ -159,6 +167,9 @@ class HardwareConfig:
     beta: float = 0.0
     compute_efficiency: float = 1.0
     bandwidth_efficiency: float = 1.0
+    per_seq_overhead: float = 0.0
+    attention_efficiency: float = 1.0
+    memory_reserve: float = 0.0
 
     def __post_init__(self) -> None:
         t = "hardware"
@@ -183,9 +194,12 @@ class HardwareConfig:
                       optional=True)
         _check_number(t, "alpha", self.alpha, minimum=0, exclusive_min=True)
         _check_number(t, "beta", self.beta, minimum=0)
-        for name in ("compute_efficiency", "bandwidth_efficiency"):
+        for name in ("compute_efficiency", "bandwidth_efficiency", "attention_efficiency"):
             _check_number(t, name, getattr(self, name), minimum=0, exclusive_min=True,
                           maximum=1)
+        _check_number(t, "per_seq_overhead", self.per_seq_overhead, minimum=0, maximum=1)
+        _check_number(t, "memory_reserve", self.memory_reserve, minimum=0,
+                      maximum=self.memory_capacity)
         _as_int(self, "tp")
         if self.peak_flops_per_gpu is None:
             raise _fail(t, "compute_flops", None,
@@ -584,10 +598,13 @@ class Config:
         hw = self.hardware
         if not hw.kv_cache_capacity:
             usable = hw.total_memory_capacity * hw.gpu_memory_utilization
-            if usable - self.weight_bytes <= 0:
+            if usable - self.weight_bytes - hw.memory_reserve * hw.tp <= 0:
+                reserve = (f" + {hw.memory_reserve * hw.tp / 1e9:.1f} GB memory_reserve"
+                           if hw.memory_reserve else "")
                 raise ConfigError(
                     f"model does not fit: {self.model.name} needs "
-                    f"{self.weight_bytes / 1e9:.1f} GB of weights, {hw.name} × tp={hw.tp} has "
+                    f"{self.weight_bytes / 1e9:.1f} GB of weights{reserve}, {hw.name} × "
+                    f"tp={hw.tp} has "
                     f"{usable / 1e9:.1f} GB usable ({hw.gpu_memory_utilization:g} of "
                     f"{hw.total_memory_capacity / 1e9:.1f} GB); use more GPUs (hardware.tp), "
                     "a smaller precision (hardware.bytes_per_param) or a bigger GPU",
@@ -611,11 +628,14 @@ class Config:
 
     @property
     def kv_cache_capacity(self) -> float:
-        """KV-cache bytes: as configured, or memory × utilization − weights."""
+        """KV-cache bytes: as configured, or memory × utilization − weights − reserve × tp."""
         hw = self.hardware
         if hw.kv_cache_capacity:
             return float(hw.kv_cache_capacity)
-        return hw.total_memory_capacity * hw.gpu_memory_utilization - self.weight_bytes
+        free = hw.total_memory_capacity * hw.gpu_memory_utilization - self.weight_bytes
+        if hw.memory_reserve:
+            free -= hw.memory_reserve * hw.tp
+        return free
 
     @property
     def num_gpu_blocks(self) -> int:

@@ -16,7 +16,14 @@ for MoE the non-expert weights plus the experts touched, ``E·(1 − (1 − 1/E)
 layer in expectation (decode of a small batch reads a few experts, not all of them).
 Tensor parallelism adds two all-reduces per layer of ``T·hidden·2`` bytes, each
 ``latency + 2(tp−1)/tp · V / link_bandwidth`` (ring all-reduce), serially after the roofline.
-Step time ``= alpha · max(F / (peak · compute_eff), B / (bw · bandwidth_eff)) + t_comm + beta``.
+Step time ``= alpha · max(F' / (peak · compute_eff), B' / (bw · bandwidth_eff)) + t_comm + beta
++ per_seq_overhead · num_seqs``, where ``F' = 2·T·N + 4·L·H·d·attn_work / attention_eff`` and
+``B' = W(T) + kv_bytes_per_token · kv_tokens / attention_eff`` price attention (prefill
+attention FLOPs, decode KV reads) at a fraction of the GEMMs' achievable rates. The reported
+FLOPs and bytes stay the physical ones (F, B). Every calibration term depends only on the four
+batch sums and config constants, so :meth:`PerfModel.step` and :meth:`PerfModel.step_arrays`
+agree bit for bit; the defaults (alpha 1, beta 0, efficiencies 1, per-sequence overhead 0)
+are the pure roofline.
 """
 
 from __future__ import annotations
@@ -63,6 +70,9 @@ class PerfModel:
     beta: float
     sliding_window: int
     sliding_fraction: float
+    per_seq_overhead: float = 0.0
+    attn_time_flops_per_pair: float | None = None
+    kv_time_bytes_per_token: float | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> PerfModel:
@@ -120,7 +130,18 @@ class PerfModel:
             beta=hw.beta,
             sliding_window=window,
             sliding_fraction=sliding_layers / m.num_layers,
+            per_seq_overhead=hw.per_seq_overhead,
+            attn_time_flops_per_pair=(4.0 * m.num_layers * m.num_heads * m.head_size
+                                      / hw.attention_efficiency),
+            kv_time_bytes_per_token=config.kv_bytes_per_token / hw.attention_efficiency,
         )
+
+    def __post_init__(self) -> None:
+        # Attention priced at the physical rates unless an efficiency below 1 was given.
+        if self.attn_time_flops_per_pair is None:
+            object.__setattr__(self, "attn_time_flops_per_pair", self.attn_flops_per_pair)
+        if self.kv_time_bytes_per_token is None:
+            object.__setattr__(self, "kv_time_bytes_per_token", self.kv_bytes_per_token)
 
     @property
     def is_moe(self) -> bool:
@@ -147,14 +168,20 @@ class PerfModel:
              num_seqs: int = 1) -> StepCost:
         """Cost of a step with the batch sums described in the module docstring.
 
-        ``num_seqs`` (requests in the batch) is unused by the pure roofline but part of the
-        signature so calibrated per-sequence terms can use it.
+        ``num_seqs`` (requests in the batch) prices ``per_seq_overhead``.
         """
-        flops = self.linear_flops_per_token * num_tokens + self.attn_flops_per_pair * attn_work
-        nbytes = self.weight_bytes(num_tokens) + self.kv_bytes_per_token * kv_tokens
-        roof = max(flops / self.flops_rate, nbytes / self.bandwidth_rate)
+        linear = self.linear_flops_per_token * num_tokens
+        weights = self.weight_bytes(num_tokens)
+        flops = linear + self.attn_flops_per_pair * attn_work
+        nbytes = weights + self.kv_bytes_per_token * kv_tokens
+        time_flops = linear + self.attn_time_flops_per_pair * attn_work  # type: ignore[operator]
+        time_bytes = weights + self.kv_time_bytes_per_token * kv_tokens  # type: ignore[operator]
+        roof = max(time_flops / self.flops_rate, time_bytes / self.bandwidth_rate)
         comm = self.comm_fixed + self.comm_per_token * num_tokens if self.comm_per_token else 0.0
-        return StepCost(self.alpha * roof + comm + self.beta, flops, nbytes)
+        time = self.alpha * roof + comm + self.beta
+        if self.per_seq_overhead:
+            time = time + self.per_seq_overhead * num_seqs
+        return StepCost(time, flops, nbytes)
 
     def step_arrays(self, num_tokens: np.ndarray, attn_work: np.ndarray,
                     kv_tokens: np.ndarray, num_seqs: np.ndarray | int = 1,
@@ -165,7 +192,8 @@ class PerfModel:
         the same order), because the fast engine path uses it to price decode stretches.
         """
         num_tokens = np.asarray(num_tokens, dtype=float)
-        flops = self.linear_flops_per_token * num_tokens + self.attn_flops_per_pair * attn_work
+        linear = self.linear_flops_per_token * num_tokens
+        flops = linear + self.attn_flops_per_pair * attn_work
         if self.num_moe_layers:
             e = self.num_experts
             touched = e * -np.expm1(num_tokens * self.experts_per_token * math.log1p(-1.0 / e))
@@ -175,13 +203,19 @@ class PerfModel:
                                  self.dense_weight_bytes)
         else:
             weights = self.dense_weight_bytes
-        nbytes = weights + self.kv_bytes_per_token * np.asarray(kv_tokens, dtype=float)
-        roof = np.maximum(flops / self.flops_rate, nbytes / self.bandwidth_rate)
+        kv_tokens = np.asarray(kv_tokens, dtype=float)
+        nbytes = weights + self.kv_bytes_per_token * kv_tokens
+        time_flops = linear + self.attn_time_flops_per_pair * attn_work  # type: ignore[operator]
+        time_bytes = weights + self.kv_time_bytes_per_token * kv_tokens  # type: ignore[operator]
+        roof = np.maximum(time_flops / self.flops_rate, time_bytes / self.bandwidth_rate)
         if self.comm_per_token:
             comm = self.comm_fixed + self.comm_per_token * num_tokens
         else:
             comm = 0.0
-        return self.alpha * roof + comm + self.beta, flops, nbytes
+        time = self.alpha * roof + comm + self.beta
+        if self.per_seq_overhead:
+            time = time + self.per_seq_overhead * np.asarray(num_seqs, dtype=float)
+        return time, flops, nbytes
 
     def attention_sums(self, num_new: int, num_cached: int) -> tuple[float, float]:
         """(attn_work, kv_tokens) of one request computing ``num_new`` after ``num_cached``.
