@@ -4,8 +4,9 @@ The fit minimises the sum of squared log errors ``Σ log(predicted / measured)²
 metrics of a training subset of experiments (TTFT, TPOT, E2E medians and throughput), with a
 small Nelder-Mead written here (no SciPy dependency). The parameters are few and physical:
 ``bandwidth_efficiency``, ``compute_efficiency``, ``attention_efficiency``, ``beta`` (s per
-step), ``per_seq_overhead`` (s per sequence per step) and ``memory_reserve`` (bytes per GPU
-kept from the KV cache), so the profile transfers to GPUs it was not fitted on.
+step), ``per_seq_overhead`` (s per sequence per step), ``memory_reserve`` (bytes per GPU
+kept from the KV cache) and the client's ``request_latency`` (s added to TTFT and E2E, see
+:mod:`simkit.validate`), so the profile transfers to GPUs it was not fitted on.
 
 Speed: a closed loop with zero think time (InferenceMAX) or an offline batch is *time
 invariant*: which requests share each step depends only on the order of steps, never on their
@@ -55,7 +56,10 @@ FIT_PARAMETERS: dict[str, tuple[float, float]] = {
     "attention_efficiency": (0.05, 1.0),
     "beta": (1e-4, 0.05),
     "per_seq_overhead": (1e-7, 2e-3),
+    "request_latency": (1e-4, 0.2),
 }
+#: Fitted parameters that are not hardware fields (profile table ``[client]``).
+CLIENT_PARAMETERS = ("request_latency",)
 #: Metrics fitted (families of :func:`simkit.validate.metric_family`).
 FIT_FAMILIES = ("ttft", "tpot", "e2e", "throughput")
 
@@ -279,7 +283,8 @@ class Target:
 
 
 def _with_hardware(config: Config, params: Mapping[str, float]) -> Config:
-    return config.replace(hardware=dataclasses.replace(config.hardware, **params))
+    hardware = {k: v for k, v in params.items() if k not in CLIENT_PARAMETERS}
+    return config.replace(hardware=dataclasses.replace(config.hardware, **hardware))
 
 
 def residuals(targets: Sequence[Target], params: Mapping[str, float]) -> list[dict[str, Any]]:
@@ -295,7 +300,8 @@ def residuals(targets: Sequence[Target], params: Mapping[str, float]) -> list[di
             family = metric_family(metric)
             if family not in FIT_FAMILIES:
                 continue
-            pred = summary_value(summary, metric, unit, tp)
+            pred = summary_value(summary, metric, unit, tp,
+                                 params.get("request_latency", 0.0))
             rows.append({"experiment": tgt.experiment.label, "metric": metric,
                          "family": family, "measured": measured, "predicted": pred,
                          "log_error": math.log(pred / measured) if pred > 0 else 10.0})
@@ -373,7 +379,7 @@ def fit_profile(points: pd.DataFrame, train: pd.Series | np.ndarray, *,
     names = list(FIT_PARAMETERS)
     params = dict(start or {"bandwidth_efficiency": 0.8, "compute_efficiency": 0.5,
                             "attention_efficiency": 0.5, "beta": 0.005,
-                            "per_seq_overhead": 5e-5})
+                            "per_seq_overhead": 5e-5, "request_latency": 0.01})
     cache = {} if cache is None else cache
     t_rec = time.perf_counter()
     _ensure_recordings(train_targets, 0.0, cache, log)
@@ -462,10 +468,19 @@ def write_profile(path: str | Path, fit: FitResult, *, description: str) -> None
         "per_seq_overhead": "s per sequence per step (input prep, sampling, outputs)",
         "memory_reserve": "bytes per GPU kept from the KV cache (activations, CUDA graphs, "
                           "buffers)",
+        "request_latency": "s the client + API server add to TTFT and E2E (outside steps)",
     }
     for name in (*FIT_PARAMETERS, "memory_reserve"):
+        if name in CLIENT_PARAMETERS:
+            continue
         value = fit.params[name]
         text = f"{value:.4g}"
+        if "e" in text and "." not in text.split("e")[0]:
+            text = text.replace("e", ".0e")
+        lines.append(f"{name} = {text}  # {comments[name]}")
+    lines += ["", "[client]"]
+    for name in CLIENT_PARAMETERS:
+        text = f"{fit.params[name]:.4g}"
         if "e" in text and "." not in text.split("e")[0]:
             text = text.replace("e", ".0e")
         lines.append(f"{name} = {text}  # {comments[name]}")

@@ -26,7 +26,13 @@ Anything that cannot be mirrored honestly (a dataset such as ShareGPT whose leng
 distribution is not shipped, an unknown model, data-parallel replicas) is skipped with its
 reason. An *engine profile* (``configs/engines/*.toml``, fitted by :mod:`simkit.calibrate`)
 is a TOML file of calibration fields, ``[hardware] beta = 0.005`` etc., applied with
-:func:`~simkit.io.with_overrides` to every mirrored config.
+:func:`~simkit.io.with_overrides` to every mirrored config, plus an optional
+``[client] request_latency`` (seconds): time the benchmark client and the serving front end add
+to every request outside the engine's steps (HTTP, tokenization, detokenization, streaming,
+the step a request waits to be admitted under async scheduling). It is added to predicted TTFT
+and E2E (all their statistics shift by the same constant); the engine does not model it yet,
+and its small delay of each closed-loop user's next request is neglected (≈ 30 ms against
+E2E of seconds).
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ __all__ = [
     "Experiment",
     "ValidationReport",
     "apply_profile",
+    "client_latency",
+    "engine_overrides",
     "group_experiments",
     "hardware_preset_for",
     "load_profile",
@@ -330,7 +338,7 @@ def mirror_config(exp: Experiment, profile: Mapping[str, Any] | None = None, *,
     try:
         config = config_from_dict(data)
         if profile:
-            config = with_overrides(config, profile)
+            config = with_overrides(config, engine_overrides(profile))
     except ConfigError as exc:
         raise Unmirrorable(f"mirrored config is invalid: {exc}") from None
     return config
@@ -349,9 +357,10 @@ def metric_family(metric: str) -> str:
 
 
 def summary_value(summary: Mapping[str, Any], metric: str, unit: str,
-                  tp: int) -> float:
+                  tp: int, client_latency: float = 0.0) -> float:
     """The simulated value of a measured ``metric`` in ``unit`` from a summary dict.
 
+    ``client_latency`` (s, see the module docstring) is added to TTFT and E2E statistics.
     Raises :class:`Unmirrorable` for a metric simkit does not produce.
     """
     m, u = metric.lower().strip(), unit.lower().strip()
@@ -373,6 +382,8 @@ def summary_value(summary: Mapping[str, Any], metric: str, unit: str,
         value_ms = summary[_LATENCY_BASES[base]].get(_STATS[stat])
         if value_ms is None:
             return math.nan
+        if base in ("ttft", "e2e", "e2e_latency") and client_latency:
+            value_ms = value_ms + client_latency * 1e3
         if u in ("ms", "msec", "milliseconds"):
             return float(value_ms)
         if u in ("s", "sec", "seconds"):
@@ -390,8 +401,9 @@ def predicted_value(result: Any, metric: str, unit: str) -> float:
 def load_profile(path: str | Path) -> dict[str, Any]:
     """Read an engine profile TOML into dotted overrides ({"hardware.beta": 0.005, ...}).
 
-    Only tables of calibration/engine fields are allowed (``hardware``, ``scheduler``); the
-    values are checked when applied (:func:`apply_profile`).
+    Only tables of calibration/engine fields are allowed (``hardware``, ``scheduler``, and
+    ``client`` with ``request_latency``); the values are checked when applied
+    (:func:`apply_profile`).
     """
     path = Path(path)
     try:
@@ -402,22 +414,44 @@ def load_profile(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     overrides: dict[str, Any] = {}
     for table, values in data.items():
-        if table not in ("hardware", "scheduler"):
+        if table not in ("hardware", "scheduler", "client"):
             raise ConfigError(f"{path}: [{table}] is not allowed in an engine profile "
-                              "(use [hardware] calibration fields, [scheduler] knobs)",
-                              table=table)
+                              "(use [hardware] calibration fields, [scheduler] knobs, "
+                              "[client] request_latency)", table=table)
         if not isinstance(values, Mapping):
             raise ConfigError(f"{path}: {table} must be a table", table=table)
         for key, value in values.items():
             overrides[f"{table}.{key}"] = value
+    client_latency(overrides)  # validate now
     return overrides
+
+
+def engine_overrides(profile: Mapping[str, Any]) -> dict[str, Any]:
+    """The profile's config overrides (everything but the ``client.*`` keys)."""
+    return {k: v for k, v in profile.items() if not k.startswith("client.")}
+
+
+def client_latency(profile: Mapping[str, Any] | None) -> float:
+    """``client.request_latency`` of a profile in seconds (0 if absent); checked."""
+    if not profile:
+        return 0.0
+    unknown = [k for k in profile if k.startswith("client.") and k != "client.request_latency"]
+    if unknown:
+        raise ConfigError(f"[client] unknown key {unknown[0].split('.', 1)[1]!r}; valid keys: "
+                          "request_latency", table="client", field=unknown[0])
+    value = profile.get("client.request_latency", 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or not 0 <= value <= 60:
+        raise ConfigError(f"[client] request_latency = {value!r}: must be a number of seconds "
+                          "in [0, 60]", table="client", field="request_latency")
+    return float(value)
 
 
 def apply_profile(config: Config, profile: Mapping[str, Any] | None) -> Config:
     """``config`` with an engine profile's overrides applied (re-validated)."""
     from simkit.io import with_overrides
 
-    return with_overrides(config, profile) if profile else config
+    return with_overrides(config, engine_overrides(profile)) if profile else config
 
 
 # ------------------------------------------------------------------------------ validate
@@ -513,6 +547,7 @@ def validate(points: pd.DataFrame, profile: Mapping[str, Any] | None = None, *,
     import simkit
 
     points = check_points(points)
+    latency = client_latency(profile)
     experiments = group_experiments(points)
     records: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
@@ -538,7 +573,7 @@ def validate(points: pd.DataFrame, profile: Mapping[str, Any] | None = None, *,
         for row_id, (metric, (measured, unit)) in zip(exp.row_ids, exp.metrics.items(),
                                                       strict=True):
             try:
-                pred = summary_value(summary, metric, unit, config.hardware.tp)
+                pred = summary_value(summary, metric, unit, config.hardware.tp, latency)
             except Unmirrorable as why:
                 skipped.append({"experiment": exp.label, "reason": str(why), "num_rows": 1,
                                 "row_ids": [row_id]})

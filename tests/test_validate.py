@@ -256,9 +256,34 @@ def test_profile_rejects_tables_outside_hardware_and_scheduler(tmp_path: Path) -
         load_profile(bad)
 
 
+def test_client_latency_shifts_ttft_and_e2e_only() -> None:
+    from simkit.validate import summary_value
+
+    summary = {"ttft_ms": {"p50": 100.0, "mean": 120.0}, "tpot_ms": {"p50": 20.0},
+               "e2e_ms": {"p50": 5000.0}, "throughput": {"total_tokens_per_s_per_gpu": 7.0}}
+    assert summary_value(summary, "ttft_median", "ms", 1, 0.03) == pytest.approx(130.0)
+    assert summary_value(summary, "ttft_mean", "ms", 1, 0.03) == pytest.approx(150.0)
+    assert summary_value(summary, "e2e_latency_median", "s", 1, 0.03) == pytest.approx(5.03)
+    assert summary_value(summary, "tpot_median", "ms", 1, 0.03) == 20.0
+    assert summary_value(summary, "total_token_throughput_per_gpu", "tok/s", 1, 0.03) == 7.0
+
+
+def test_profile_client_table_is_checked(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[client]\nrequest_latency = -1\n")
+    with pytest.raises(simkit.ConfigError, match="request_latency"):
+        load_profile(bad)
+    bad.write_text("[client]\nrtt = 0.01\n")
+    with pytest.raises(simkit.ConfigError, match="valid keys: request_latency"):
+        load_profile(bad)
+
+
 def test_shipped_profile_loads_and_is_physical() -> None:
+    from simkit.validate import client_latency, engine_overrides
+
     profile = load_profile(ROOT / "configs" / "engines" / "vllm-0.10.2.toml")
-    cfg = simkit.with_overrides(mirror_config(one_experiment()), profile)
+    assert 0 < client_latency(profile) < 0.2
+    cfg = simkit.with_overrides(mirror_config(one_experiment()), engine_overrides(profile))
     hw = cfg.hardware
     assert 0 < hw.bandwidth_efficiency <= 1 and 0 < hw.compute_efficiency <= 1
     assert 0 < hw.attention_efficiency <= 1
@@ -339,8 +364,10 @@ def test_shipped_profile_reproduces_the_kv_cliff_within_a_factor_2() -> None:
     """Measured (InferenceMAX, 8k/1k, 64 users): TTFT median 58.1 s at TP 2, 0.46 s at TP 4."""
     profile = load_profile(ROOT / "configs" / "engines" / "vllm-0.10.2.toml")
     notes = {"isl": 8192, "osl": 1024, "concurrency": 64, "metric": "ttft_median"}
+    from simkit.validate import client_latency
+
     tp2 = simkit.simulate(mirror_config(one_experiment(**notes), profile))
-    ttft2 = tp2.summary.ttft_ms["p50"]
+    ttft2 = tp2.summary.ttft_ms["p50"] + 1e3 * client_latency(profile)
     assert 58128.3 / 2 <= ttft2 <= 58128.3 * 2
     assert tp2.summary.counts["preemptions"] > 0  # the pool really runs out
     tp4 = simkit.simulate(mirror_config(one_experiment(tp=4.0, num_gpus=4, **notes), profile))
@@ -355,7 +382,7 @@ def test_calibration_recovers_known_parameters_from_synthetic_measurements() -> 
 
     truth = {"hardware.beta": 0.003, "hardware.per_seq_overhead": 1e-4,
              "hardware.bandwidth_efficiency": 0.7, "hardware.compute_efficiency": 0.4,
-             "hardware.attention_efficiency": 0.5}
+             "hardware.attention_efficiency": 0.5, "client.request_latency": 0.02}
     notes = ("closed loop, num_prompts=10*conc, random_range_ratio=0.8, "
              "max-num-batched-tokens 2048, kv-cache-dtype fp8")
     rows = []
@@ -371,7 +398,7 @@ def test_calibration_recovers_known_parameters_from_synthetic_measurements() -> 
     for exp in group_experiments(points):
         summary = simkit.simulate(mirror_config(exp, truth)).summary.to_dict()
         for row_id, (metric, (_, unit)) in zip(exp.row_ids, exp.metrics.items(), strict=True):
-            points.loc[row_id, "value"] = summary_value(summary, metric, unit, 1)
+            points.loc[row_id, "value"] = summary_value(summary, metric, unit, 1, 0.02)
     fit = fit_profile(points, np.ones(len(points), dtype=bool), reserve_grid=(0.0, 5e9),
                       log=lambda _: None)
     for key, value in truth.items():
@@ -397,7 +424,7 @@ def test_calibrate_cli_writes_a_profile_that_validate_reads(tmp_path: Path,
     profile = load_profile(profile_path)
     assert set(profile) == {f"hardware.{k}" for k in (
         "bandwidth_efficiency", "compute_efficiency", "attention_efficiency", "beta",
-        "per_seq_overhead", "memory_reserve")}
+        "per_seq_overhead", "memory_reserve")} | {"client.request_latency"}
     assert main(["validate", str(csv), "--engine", str(profile_path), "--quiet"]) == 0
 
 
