@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,6 +63,8 @@ def describe_config(config: Any) -> str:
         load = f"closed loop, {wl.num_concurrent_users} users"
     elif wl.arrival_pattern == "trace":
         load = f"trace {Path(wl.trace_path or '').name} (time_scale {wl.time_scale:g})"
+        if wl.trace_limit:
+            load += f", first {wl.trace_limit:,} rows"
     elif wl.arrival_pattern == "batched":
         load = "batched (all at t=0)"
     else:
@@ -155,38 +158,54 @@ def _progress_bar(total: int | None) -> Any:
     return callback
 
 
+def _emit(text: str) -> None:
+    """Print to stdout; if the reader went away (``| head``), keep going silently so the
+    requested output files are still written."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import simkit
     from simkit.io import parse_override
 
-    config = simkit.load_config(args.config)
     overrides = dict(parse_override(s) for s in args.set or [])
     if args.seed is not None:
         overrides["workload.seed"] = args.seed
     if args.mode:
         overrides["simulation.mode"] = args.mode
-    if overrides:
-        config = simkit.with_overrides(config, overrides)
-    print(describe_config(config), flush=True)
+    config = simkit.load_config(args.config, overrides)  # overrides may complete the file
+    outputs = [(flag, path) for flag, path in (("--json", args.json),
+                                                ("--requests-csv", args.requests_csv),
+                                                ("--timeseries-csv", args.timeseries_csv)) if path]
+    for flag, path in outputs:  # fail before a long run, not after it
+        target = Path(path)
+        if target.is_dir() or not target.parent.is_dir():
+            raise simkit.ConfigError(f"{flag} {path}: not a writable file path (is the folder "
+                                     "there?)")
+    _emit(describe_config(config))
     callback = None if args.no_progress else _progress_bar(None)
+    status = 0
     try:
         result = simkit.simulate(config, progress=callback)
     except simkit.SimulationInterrupted as exc:
         result = exc.result
         print("\ninterrupted: partial results follow", file=sys.stderr)
-        print("\n" + format_summary(result.summary, result.wall_time_s))
-        return 130
-    print("\n" + format_summary(result.summary, result.wall_time_s))
-    note = rejection_note(result.requests)
-    if note:
-        print("\n" + note)
+        status = 130
     if args.json:
         result.to_json(args.json)
     if args.requests_csv:
         result.requests.to_csv(args.requests_csv, index=False)
     if args.timeseries_csv:
         result.timeseries.to_csv(args.timeseries_csv, index=False)
-    return 0
+    _emit("\n" + format_summary(result.summary, result.wall_time_s))
+    note = rejection_note(result.requests)
+    if note:
+        _emit("\n" + note)
+    return status
 
 
 def cmd_presets(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 from simkit.errors import ConfigError
 
@@ -47,6 +47,9 @@ ARRIVAL_PATTERNS: tuple[str, ...] = get_args(ArrivalPattern)
 LENGTH_TYPES: tuple[str, ...] = get_args(LengthType)
 TRACE_FORMATS: tuple[str, ...] = get_args(TraceFormat)
 ENGINE_MODES: tuple[str, ...] = get_args(EngineMode)
+
+#: Most requests one run may send (memory: about 100 bytes of state each).
+MAX_REQUESTS = 50_000_000
 
 #: Bytes of one activation element exchanged by tensor-parallel all-reduces (BF16).
 ACTIVATION_BYTES = 2
@@ -390,6 +393,11 @@ class LengthDist:
     drawn with replacement from a file with one integer per line (or a CSV's first column).
     """
 
+    #: parameters each distribution type takes
+    PARAMETERS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "fixed": ("value",), "uniform": ("min", "max"), "normal": ("mean", "std_dev"),
+        "lognormal": ("mean", "std_dev"), "empirical": ("path",)}
+
     type: LengthType = "fixed"
     value: float | None = None
     min: float | None = None
@@ -412,10 +420,10 @@ class LengthDist:
             if getattr(self, name) is None:
                 raise _fail(table, name, None, f"is required for type = {self.type!r}")
         if self.type == "fixed":
-            _check_number(table, "value", self.value, integer=True, minimum=1)
+            _check_number(table, "value", self.value, integer=True, minimum=1, maximum=1e9)
         elif self.type == "uniform":
-            _check_number(table, "min", self.min, integer=True, minimum=1)
-            _check_number(table, "max", self.max, integer=True, minimum=1)
+            _check_number(table, "min", self.min, integer=True, minimum=1, maximum=1e9)
+            _check_number(table, "max", self.max, integer=True, minimum=1, maximum=1e9)
             if self.max < self.min:  # type: ignore[operator]
                 raise _fail(table, "max", self.max, f"must be >= min = {self.min}")
         elif self.type in ("normal", "lognormal"):
@@ -484,8 +492,9 @@ class WorkloadConfig:
         _check_choice(t, "arrival_pattern", self.arrival_pattern, ARRIVAL_PATTERNS)
         _check_number(t, "arrival_rate", self.arrival_rate, minimum=0, exclusive_min=True,
                       optional=True)
+        # ~100 B of state per request: 5e7 requests already need ~5 GB
         _check_number(t, "num_requests", self.num_requests, integer=True, minimum=1,
-                      maximum=1e9, optional=True)
+                      maximum=MAX_REQUESTS, optional=True)
         _check_number(t, "duration_secs", self.duration_secs, minimum=0, exclusive_min=True,
                       optional=True)
         _check_number(t, "seed", self.seed, integer=True, minimum=0, maximum=2**63 - 1)
@@ -609,6 +618,11 @@ class Config:
                     f"{hw.total_memory_capacity / 1e9:.1f} GB); use more GPUs (hardware.tp), "
                     "a smaller precision (hardware.bytes_per_param) or a bigger GPU",
                     table="hardware", field="memory_capacity")
+        if self.model.num_heads % hw.tp:
+            raise ConfigError(
+                f"[hardware] tp = {hw.tp}: must divide the model's num_heads = "
+                f"{self.model.num_heads} (tensor parallelism splits attention heads)",
+                table="hardware", field="tp")
         if self.num_gpu_blocks < 1:
             raise ConfigError(
                 f"KV cache too small: {self.kv_cache_capacity / 1e9:.3f} GB holds no block of "

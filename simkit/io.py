@@ -115,6 +115,12 @@ def _build_dist(table: str, raw: Any, base_dir: Path | None) -> LengthDist:
         data["path"] = _resolve_path(data["path"], base_dir)
     dist = LengthDist(**data)
     dist.check(table)
+    used = {"type", *LengthDist.PARAMETERS.get(str(data.get("type", "fixed")), ())}
+    unused = [k for k in data if k not in used]
+    if unused:
+        raise ConfigError(f"[{table}] {unused[0]} = {data[unused[0]]!r}: not used by type = "
+                          f"{dist.type!r}, which takes {', '.join(sorted(used - {'type'}))}",
+                          table=table, field=unused[0])
     return dist
 
 
@@ -135,8 +141,13 @@ def config_from_dict(data: Mapping[str, Any], *, base_dir: str | Path | None = N
     return Config(**tables)
 
 
-def load_config(path: str | Path) -> Config:
-    """Read a TOML config file (seed inference-lab configs load unchanged)."""
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read a TOML config file (seed inference-lab configs load unchanged).
+
+    ``overrides`` (dotted names, as in :func:`with_overrides`) are applied to the file's data
+    *before* validation, so they can complete or repair a file (``hardware.tp`` for a model
+    that does not fit one GPU, ``workload.duration_secs`` for a file without a bound).
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -148,8 +159,11 @@ def load_config(path: str | Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    base_dir = path.resolve().parent
     try:
-        return config_from_dict(data, base_dir=path.resolve().parent)
+        if overrides:
+            data = _apply_overrides(_resolve_presets(data), overrides)
+        return config_from_dict(data, base_dir=base_dir)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}", table=exc.table, field=exc.field) from None
 
@@ -210,7 +224,20 @@ def with_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
     replace the old ones, while deployment choices the user set (``tp``, ``bytes_per_param``,
     ``gpu_memory_utilization``, calibration terms; the model's ``max_seq_len``) carry over.
     """
-    data = config_to_dict(config)
+    return config_from_dict(_apply_overrides(config_to_dict(config), overrides))
+
+
+def _resolve_presets(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Raw TOML data with preset-name tables written as ``{"preset": name}`` tables."""
+    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in data.items()}
+    for name in ("hardware", "model"):
+        if isinstance(out.get(name), str):
+            out[name] = {"preset": out[name]}
+    return out
+
+
+def _apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply dotted overrides to nested config data (see :func:`with_overrides`)."""
     for key, value in overrides.items():
         parts = key.split(".")
         if len(parts) < 2 or parts[0] not in _TABLES:
@@ -219,16 +246,20 @@ def with_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
         if isinstance(value, float) and math.isnan(value):
             raise ConfigError(f"override {key} = nan: must be a number")
         table = data.setdefault(parts[0], {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"override {key!r}: [{parts[0]}] is not a table")
         if len(parts) == 2 and parts[1] == "preset" and parts[0] in ("hardware", "model"):
             old = load_preset(parts[0], table["preset"]) if table.get("preset") else {}
             kept = {k: v for k, v in table.items()
                     if k in _CARRY_OVER[parts[0]] and (k not in old or old[k] != v)}
             data[parts[0]] = {**load_preset(parts[0], str(value)), **kept}
             continue
+        if len(parts) == 3 and parts[1] in _DIST_FIELDS and parts[2] == "type":
+            table[parts[1]] = {}  # a new distribution type starts from its own parameters
         node = table
         for part in parts[1:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {key!r}: {part} is not a table")
         node[parts[-1]] = value
-    return config_from_dict(data)
+    return data

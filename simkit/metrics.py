@@ -175,7 +175,7 @@ class IntervalSeries:
         dt = self.dt
         if not t1 // dt < MAX_INTERVALS:  # also catches inf and nan
             raise SimulationError(
-                f"simulated time reached {t1:.6g} s (a {'step' if busy else 'idle gap'} of "
+                f"simulated time reached {t1:.6g} s ({'a step' if busy else 'an idle gap'} of "
                 f"{t1 - t0:.6g} s from t = {t0:.6g} s): the time series would need more than "
                 f"{MAX_INTERVALS:,} intervals of simulation.sample_interval_secs = {dt:g} s. "
                 "Raise sample_interval_secs, set simulation.max_sim_secs, or check the "

@@ -552,6 +552,12 @@ def sweep(
     base_json = json.dumps(config_dict, sort_keys=True, default=str)
 
     mode = _executor_mode(executor)
+    if out is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("pyarrow") is None:
+            raise ConfigError(f"sweep: out = {str(out)!r} needs pyarrow to write Parquet: "
+                              "pip install 'simkit[sweep]'")
 
     sink = _ParquetSink(Path(out), swept, base_json) if out is not None else None
     results: dict[int, dict[str, Any]] = {}

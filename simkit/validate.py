@@ -624,7 +624,7 @@ def _cmd_validate(args: Any) -> int:
 def add_cli(subparsers: Any) -> None:
     """Register ``simkit validate`` (and ``simkit calibrate``) on the main parser."""
     p = subparsers.add_parser(
-        "validate", help="simulate measured benchmark points and report the % error",
+        "validate", help="simulate measured benchmark points and report the %% error",
         description="Mirror each experiment of a measurements CSV (columns: "
                     + ", ".join(REQUIRED_COLUMNS) + "), simulate it and compare.")
     p.add_argument("points", help="measurements CSV (e.g. data/measured/points.csv)")
@@ -632,7 +632,8 @@ def add_cli(subparsers: Any) -> None:
                    help="engine profile TOML (e.g. configs/engines/vllm-0.10.2.toml)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.add_argument("--query", metavar="EXPR",
-                   help="pandas query selecting rows, e.g. \"tp == '4' and isl == '1024'\"")
+                   help="pandas query selecting rows (values are strings as in the CSV), "
+                        "e.g. \"tp == '4.0' and isl == '1024'\"")
     p.add_argument("--num-requests", type=int, metavar="N",
                    help="override each benchmark's request count (quicker, less faithful)")
     p.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")

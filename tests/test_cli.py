@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def write_config(path: Path, **workload: Any) -> Path:
     """A tiny config (1-s steps) with a small Poisson workload."""
     data = tiny_dict()
-    data["hardware"]["interconnect_bandwidth"] = 1e30  # allows --set hardware.tp=2
+    data["hardware"]["interconnect_bandwidth"] = 1e30  # allows --set hardware.tp=2 ...
+    # ... which must divide the heads; 1 KV head of width 1 keeps 2 B of KV per token
+    data["model"].update(num_heads=2, num_kv_heads=1, head_dim=1)
     data["workload"] = {"arrival_pattern": "poisson", "arrival_rate": 2.0, "num_requests": 6,
                         "seed": 1, "input_len_dist": {"type": "fixed", "value": 6},
                         "output_len_dist": {"type": "fixed", "value": 3}, **workload}

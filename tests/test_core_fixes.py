@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 
 import simkit
 from simkit.perf import PerfModel
@@ -74,3 +79,75 @@ def test_a_step_ending_on_an_interval_boundary_counts_in_the_interval_it_closes(
         np.testing.assert_array_equal(ts["interval_s"], [1.0, 1.0])
         np.testing.assert_array_equal(ts["output_tokens_per_s"], [1.0, 1.0])
         np.testing.assert_array_equal(ts["finished"], [0, 1])
+
+
+# --------------------------------------------------------------------- found by a new-user trial
+def _cli(*args: str, cwd: str = ".") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "simkit.cli", *args], capture_output=True,
+                          text=True, timeout=120, cwd=cwd)
+
+
+def test_top_level_help_works() -> None:
+    proc = _cli("--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "validate" in proc.stdout and "sweep" in proc.stdout
+
+
+def test_set_can_complete_a_config_file(tmp_path) -> None:
+    # Llama-3.1-70B in BF16 (141 GB) does not fit one H100: the file alone is an error ...
+    path = tmp_path / "big.toml"
+    path.write_text('hardware = "h100-sxm"\nmodel = "llama-3.1-70b"\n[workload]\n'
+                    'arrival_rate = 1.0\n', encoding="utf-8")
+    with pytest.raises(simkit.ConfigError, match="an open loop needs a bound"):
+        simkit.load_config(path)
+    with pytest.raises(simkit.ConfigError, match="does not fit"):
+        simkit.load_config(path, {"workload.duration_secs": 2.0})
+    # ... but --set can give it the GPUs and the bound it lacks
+    cfg = simkit.load_config(path, {"hardware.tp": 4, "hardware.interconnect_bandwidth": 450e9,
+                                    "workload.duration_secs": 2.0})
+    assert cfg.hardware.tp == 4 and cfg.workload.duration_secs == 2.0
+    proc = _cli("run", str(path), "--no-progress", "--set", "hardware.tp=4",
+                "--set", "workload.duration_secs=2")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_unused_distribution_parameters_are_errors() -> None:
+    cfg = simkit.load_config("configs/config.toml")  # lognormal input lengths
+    with pytest.raises(simkit.ConfigError, match="value = 50: not used by type = 'lognormal'"):
+        simkit.with_overrides(cfg, {"workload.input_len_dist.value": 50})
+    # switching the type starts from the new type's own parameters
+    fixed = simkit.with_overrides(cfg, {"workload.input_len_dist.type": "fixed",
+                                        "workload.input_len_dist.value": 50})
+    assert fixed.workload.input_len_dist.value == 50
+
+
+def test_huge_lengths_and_request_counts_are_config_errors() -> None:
+    cfg = simkit.load_config("configs/config.toml")
+    with pytest.raises(simkit.ConfigError, match=r"max = 1e\+30: must be an integer"):
+        simkit.with_overrides(cfg, {"workload.input_len_dist": {
+            "type": "uniform", "min": 1, "max": 1e30}})
+    with pytest.raises(simkit.ConfigError, match="num_requests = 1000000000"):
+        simkit.with_overrides(cfg, {"workload.num_requests": 10**9})
+
+
+def test_tp_must_divide_the_attention_heads() -> None:
+    cfg = simkit.load_config("configs/test_blog.toml")  # Llama-3-70B: 64 heads
+    with pytest.raises(simkit.ConfigError, match="tp = 3: must divide the model's num_heads"):
+        simkit.with_overrides(cfg, {"hardware.tp": 3})
+
+
+def test_output_paths_are_checked_before_the_run(tmp_path) -> None:
+    proc = _cli("run", "configs/test_blog.toml", "--no-progress",
+                "--json", str(tmp_path / "missing" / "out.json"))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("simkit: error: --json") and "Traceback" not in proc.stderr
+    assert "Latency" not in proc.stdout  # nothing was simulated
+
+
+def test_outputs_are_written_even_if_stdout_closes_early(tmp_path) -> None:
+    out = tmp_path / "s.json"
+    proc = subprocess.run(f"{sys.executable} -m simkit.cli run configs/test_blog.toml "
+                          f"--no-progress --json {out} | head -2", shell=True,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    assert json.loads(out.read_text())["counts"]["finished"] == 640

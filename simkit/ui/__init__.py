@@ -3,6 +3,7 @@
 Kept apart from the core: ``import simkit`` never imports this package, plotly or ipywidgets.
 
 - :func:`explorer` — configure, run and chart one simulation live, keep a baseline to compare;
+- :func:`capacity_planner` — model, traffic and SLOs → the cheapest deployment that meets them;
 - :func:`compare_dashboard` — throughput per GPU vs per-user speed across GPU / TP / precision;
 - figure builders (:func:`latency_figure`, :func:`throughput_figure`,
   :func:`utilization_figure`, :func:`summary_table`) for a ``SimResult``, a live ``Snapshot``
@@ -11,6 +12,7 @@ Kept apart from the core: ``import simkit`` never imports this package, plotly o
 
 from __future__ import annotations
 
+from simkit.ui.capacity import capacity_planner
 from simkit.ui.compare import CompareDashboard, compare_dashboard
 from simkit.ui.figures import (
     latency_figure,
@@ -28,6 +30,7 @@ __all__ = [
     "LiveRun",
     "RunView",
     "as_runs",
+    "capacity_planner",
     "compare_dashboard",
     "default_config",
     "explorer",
