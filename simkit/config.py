@@ -278,6 +278,10 @@ class ModelConfig:
                      "max_seq_len", "num_experts", "experts_per_token", "sliding_window",
                      "num_sliding_layers"):
             _as_int(self, name)
+        if self.head_dim is None and self.num_heads > self.hidden_dim:
+            raise _fail(t, "num_heads", self.num_heads,
+                        f"must be <= hidden_dim = {self.hidden_dim} (the head width "
+                        "hidden_dim // num_heads would be 0), or set head_dim")
         if self.num_kv_heads is not None and self.num_kv_heads > self.num_heads:
             raise _fail(t, "num_kv_heads", self.num_kv_heads,
                         f"must be <= num_heads = {self.num_heads}")

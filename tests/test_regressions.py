@@ -127,3 +127,18 @@ def test_the_largest_allowed_priority_levels_and_burst_still_simulate():
     assert result.summary.counts["finished"] == 3
     # the 3 requests arrive together (one burst), after one exponential gap of mean 1 s
     assert result.requests["arrival_time"].nunique() == 1
+
+
+def test_more_heads_than_hidden_dim_is_a_config_error_not_a_division_by_zero():
+    # head width = hidden_dim // num_heads = 0 made kv_bytes_per_token 0 and
+    # Config.num_gpu_blocks raised ZeroDivisionError (found by tests/test_fuzz.py)
+    from reliability_helpers import tiny_config_dict
+
+    data = tiny_config_dict()
+    data["model"]["num_heads"] = 65  # hidden_dim is 64
+    with pytest.raises(simkit.ConfigError) as info:
+        simkit.config_from_dict(data)
+    assert str(info.value) == ("[model] num_heads = 65: must be <= hidden_dim = 64 (the head "
+                               "width hidden_dim // num_heads would be 0), or set head_dim")
+    data["model"]["head_dim"] = 1  # an explicit head width makes it a valid (odd) model
+    assert simkit.config_from_dict(data).kv_bytes_per_token == 2 * 2 * 65 * 1 * 2
