@@ -142,3 +142,13 @@ def test_more_heads_than_hidden_dim_is_a_config_error_not_a_division_by_zero():
                                "width hidden_dim // num_heads would be 0), or set head_dim")
     data["model"]["head_dim"] = 1  # an explicit head width makes it a valid (odd) model
     assert simkit.config_from_dict(data).kv_bytes_per_token == 2 * 2 * 65 * 1 * 2
+
+
+def test_a_huge_integer_sample_interval_runs_with_one_time_series_row():
+    # sample_interval_secs = 2**63 (an int from TOML) overflowed numpy's int64 in
+    # np.arange(n) * dt when the time series was built (found by tests/test_fuzz.py)
+    cfg = tiny_config(workload=FEW_REQUESTS, simulation={"sample_interval_secs": 2**63})
+    result = simkit.simulate(cfg)
+    assert result.summary.counts["finished"] == 3
+    assert len(result.timeseries) == 1
+    assert result.timeseries["time_s"].iloc[0] == 0.0
