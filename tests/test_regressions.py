@@ -5,6 +5,7 @@ Each test names the symptom before the fix; all run in well under a second.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -152,3 +153,16 @@ def test_a_huge_integer_sample_interval_runs_with_one_time_series_row():
     assert result.summary.counts["finished"] == 3
     assert len(result.timeseries) == 1
     assert result.timeseries["time_s"].iloc[0] == 0.0
+
+
+@pytest.mark.parametrize("cell", ["[]", "[1, 2]", "{}"])
+def test_a_list_or_object_timestamp_in_a_mooncake_trace_is_a_trace_error(tmp_path, cell):
+    # pd.isna([]) is an array: building the message raised "truth value of an empty array
+    # is ambiguous" (ValueError) instead of a TraceError (found by tests/test_fuzz.py)
+    p = tmp_path / "t.jsonl"
+    p.write_text('{"timestamp": 0, "input_length": 5, "output_length": 2}\n'
+                 f'{{"timestamp": {cell}, "input_length": 5, "output_length": 2}}\n')
+    with pytest.raises(simkit.TraceError) as info:
+        simkit.read_trace(p)
+    assert str(info.value) == (f"{p}: row 2 (line 2): timestamp = {json.loads(cell)!r} is not a "
+                               "finite number")
