@@ -99,7 +99,8 @@ def test_max_wall_secs_stops_a_long_run_cleanly(mode):
     assert 0.5 <= result.wall_time_s <= wall < 5.0
     assert_partial_counts_add_up(result)
     assert result.summary.counts["finished"] > 0
-    assert result.summary.counts["unfinished"] == 1  # the single user's request in flight
+    # the single user's request in flight, unless the stop fell between two requests
+    assert result.summary.counts["unfinished"] in (0, 1)
 
 
 def test_a_progress_callback_returning_false_cancels_with_a_partial_result():
