@@ -117,10 +117,14 @@ def make_plan(prompts: list[int], outputs: list[int], *, block_size: int,
 
 @st.composite
 def scenarios(draw: Any, *, closed_loop: bool | None = None, max_requests: int = 24,
-              allow_rejections: bool = True, memory_bound: bool = False) -> Scenario:
-    """Random tiny scenarios; ``memory_bound``: every step's time is set by the bytes read
-    (1 TFLOP/s vs <= 10 GB/s and at most 64 tokens per step: 2·1e6·64 FLOP take 128 µs,
-    the 2 MB of weights alone 200 µs), the regime of LLM decode on real GPUs."""
+              allow_rejections: bool = True, memory_bound: bool = False,
+              max_output: int = 40) -> Scenario:
+    """Random tiny scenarios (outputs of 1 to ``max_output`` tokens).
+
+    ``memory_bound``: every step's time is set by the bytes read (1 TFLOP/s vs <= 10 GB/s
+    and at most 64 tokens per step: 2·1e6·64 FLOP take 128 µs, the 2 MB of weights alone
+    200 µs), the regime of LLM decode on real GPUs.
+    """
     block_size = draw(st.sampled_from([1, 2, 4, 8, 16]))
     num_blocks = draw(st.integers(4, 48))
     chunked = draw(st.booleans())
@@ -155,7 +159,8 @@ def scenarios(draw: Any, *, closed_loop: bool | None = None, max_requests: int =
     max_len = draw(st.integers(8, 400)) if allow_rejections else 10_000
     n = draw(st.integers(1, max_requests))
     top_prompt = 80 if allow_rejections else max(1, min(80, capacity // 2))
-    top_output = 40 if allow_rejections else max(1, min(40, capacity - top_prompt + 1))
+    top_output = max_output if allow_rejections else max(1, min(max_output,
+                                                                capacity - top_prompt + 1))
     prompts = draw(st.lists(st.integers(1, top_prompt), min_size=n, max_size=n))
     outputs = draw(st.lists(st.integers(1, top_output), min_size=n, max_size=n))
     if not allow_rejections and not chunked:
@@ -459,7 +464,7 @@ def test_the_hand_picked_corners_exercise_what_they_claim() -> None:
     assert "max_seq_len 64" in reasons[1]
 
 
-@given(scenarios(max_requests=12))
+@given(scenarios(max_requests=12, max_output=300))  # long decode stretches for fast mode
 @settings(max_examples=examples(60))
 @example(PREEMPTION_STORM)
 @example(SHARED_PREFIX)
