@@ -397,11 +397,12 @@ class LengthDist:
         for name in need:
             if getattr(self, name) is None:
                 raise _fail(table, name, None, f"is required for type = {self.type!r}")
+        # token counts above 1e9 (the sampler's clamp) cannot be drawn as int64 integers
         if self.type == "fixed":
-            _check_number(table, "value", self.value, integer=True, minimum=1)
+            _check_number(table, "value", self.value, integer=True, minimum=1, maximum=1e9)
         elif self.type == "uniform":
-            _check_number(table, "min", self.min, integer=True, minimum=1)
-            _check_number(table, "max", self.max, integer=True, minimum=1)
+            _check_number(table, "min", self.min, integer=True, minimum=1, maximum=1e9)
+            _check_number(table, "max", self.max, integer=True, minimum=1, maximum=1e9)
             if self.max < self.min:  # type: ignore[operator]
                 raise _fail(table, "max", self.max, f"must be >= min = {self.min}")
         elif self.type in ("normal", "lognormal"):

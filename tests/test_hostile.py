@@ -150,7 +150,7 @@ def test_bad_values_name_table_field_value_and_allowed_range(tmp_path, capsys, t
     ('{ type = "fixed" }', "[workload.input_len_dist] value = None: is required for "
                            "type = 'fixed'"),
     ('{ type = "fixed", value = nan }', "[workload.input_len_dist] value = nan: must be an "
-                                        "integer >= 1 (finite)"),
+                                        "integer >= 1 and <= 1e+09 (finite)"),
     ('{ type = "uniform", min = 10, max = 5 }', "[workload.input_len_dist] max = 5: must be "
                                                 ">= min = 10"),
     ('{ type = "lognormal", mean = 6.9, std_dev = -1 }', "[workload.input_len_dist] std_dev "
@@ -290,13 +290,20 @@ def test_prompts_too_long_for_max_seq_len_or_the_cache_are_rejected_and_the_run_
     assert result.requests["status"].tolist() == ["finished", "rejected"]
     assert result.requests["reject_reason"].iloc[1] == ("needs 41 KV blocks (161 tokens), the "
                                                         "whole cache has 40")
-    # CLI: huge prompts from the config are rejected, the run still prints its summary
+    # CLI: prompts of 1e9 tokens (the largest allowed) are rejected, the run prints its
+    # summary and succeeds; 1e12 is a config error naming the limit
     data = tiny_config_dict(workload={"arrival_pattern": "batched", "num_requests": 3,
-                                      "input_len_dist": {"type": "fixed", "value": 1e12},
+                                      "input_len_dist": {"type": "fixed", "value": 1e9},
                                       "output_len_dist": {"type": "fixed", "value": 4}})
     assert main(["run", str(write_config(tmp_path, data)), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "rejected" in out and "Latency (ms)" in out
+    assert "Latency (ms)" in out
+    assert [line.split()[-1] for line in out.splitlines()
+            if line.startswith(("finished ", "rejected "))] == ["0", "3"]
+    data["workload"]["input_len_dist"]["value"] = 1e12
+    assert cli_error(write_config(tmp_path, data), capsys).endswith(
+        "[workload.input_len_dist] value = 1000000000000.0: must be an integer >= 1 and "
+        "<= 1e+09")
 
 
 # ---------------------------------------------------------------------------------- traces
