@@ -1,5 +1,7 @@
 """Fuzz: mutated shipped configs and trace slices give a clean result or a SimkitError.
 
+Also a systematic sweep: every config field set to each of 12 hostile values (936 cases).
+
 Inputs: every ``configs/*.toml`` and the reference simulator's seed configs (copied to
 ``tests/data/seed_configs``), and the first rows of each trace in ``data/traces``. Each case
 applies a few random mutations — delete a key or table, swap a value's type, replace a
@@ -17,6 +19,7 @@ mutations come from ``random.Random(seed)`` per case.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import math
 import random
@@ -280,3 +283,35 @@ def test_mutated_trace_slices_give_a_result_or_a_simkit_error(tmp_path):
 def test_each_unmutated_config_runs_under_the_caps(path):
     # the baseline the mutants start from: every shipped config runs within the fuzz caps
     assert run_case(lambda: simkit.load_config(path)) == "ok"
+
+
+def _all_fields() -> list[str]:
+    tables = {"hardware": simkit.HardwareConfig, "model": simkit.ModelConfig,
+              "scheduler": simkit.SchedulerConfig, "workload": simkit.WorkloadConfig,
+              "simulation": simkit.SimulationConfig}
+    names = [f"{t}.{f.name}" for t, cls in tables.items() for f in dataclasses.fields(cls)
+             if f.name not in ("input_len_dist", "output_len_dist")]
+    names += [f"workload.{d}.{k}" for d in ("input_len_dist", "output_len_dist")
+              for k in ("value", "min", "max", "mean", "std_dev")]
+    return names
+
+
+SWEEP_VALUES = [math.nan, math.inf, -math.inf, -1, 0, 1e-300, 1e30, 2**63, 2**64, "x", True,
+                [1]]
+
+
+def test_every_config_field_with_every_hostile_value(tmp_path):
+    # a systematic companion of the random fuzz: each field of each table (and of the length
+    # distributions) set to each hostile value, on a small config with prefix caching
+    base = simkit.config_from_dict(tiny_config_dict(
+        workload={"arrival_pattern": "poisson", "arrival_rate": 50.0, "num_requests": 20,
+                  "input_len_dist": {"type": "uniform", "min": 1, "max": 60},
+                  "output_len_dist": {"type": "uniform", "min": 1, "max": 30}},
+        scheduler={"enable_prefix_caching": True}))
+    fields = _all_fields()
+    assert len(fields) >= 70
+    cases = [(f"{name} = {value!r}",
+              lambda name=name, value=value: simkit.with_overrides(base, {name: value}))
+             for name in fields for value in SWEEP_VALUES]
+    outcomes = _check_all(cases)
+    assert outcomes.get("ConfigError", 0) >= len(cases) // 2, outcomes
