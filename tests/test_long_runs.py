@@ -141,7 +141,8 @@ def test_ctrl_c_in_the_api_raises_simulation_interrupted_with_the_partial_result
 
 
 def test_ctrl_c_in_the_cli_prints_the_partial_summary_and_exits_130(tmp_path):
-    data = tiny_config_dict(workload=closed_loop(4, 1_000_000, 8, 500))
+    # 4 users, a million requests of 8 + 500 tokens (127 blocks of the 600 each): hours
+    data = tiny_config_dict(num_blocks=600, workload=closed_loop(4, 1_000_000, 8, 500))
     path = tmp_path / "long.toml"
     path.write_text(tomli_w.dumps(data), encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
@@ -164,7 +165,15 @@ def test_ctrl_c_in_the_cli_prints_the_partial_summary_and_exits_130(tmp_path):
     for table in ("Latency (ms)", "Throughput", "Utilization (time-weighted)", "Counts"):
         assert table in out
     assert "PARTIAL RESULT: interrupted (Ctrl-C)" in out
-    assert "unfinished" in out
+    counts = {line.rsplit(None, 1)[0].strip(): line.rsplit(None, 1)[1] for line in
+              out.split("Counts\n", 1)[1].splitlines()[2:] if line and line[0].isalpha()
+              and not line.startswith("PARTIAL")}
+    number = {k: int(v.replace(",", "")) for k, v in counts.items() if k != "prefix-cache "
+              "hit rate" and v.replace(",", "").isdigit()}
+    assert number["rejected"] == 0 and number["engine steps"] > 0
+    # at most the four users' requests in flight (the row is omitted when there are none)
+    assert number.get("unfinished", 0) <= 4
+    assert number["arrived"] == number["finished"] + number.get("unfinished", 0)
 
 
 # ------------------------------------------------------------------------- float hygiene
