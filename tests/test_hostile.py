@@ -298,8 +298,9 @@ def test_prompts_too_long_for_max_seq_len_or_the_cache_are_rejected_and_the_run_
     assert main(["run", str(write_config(tmp_path, data)), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "Latency (ms)" in out
-    assert [line.split()[-1] for line in out.splitlines()
-            if line.startswith(("finished ", "rejected "))] == ["0", "3"]
+    counts = out.split("Counts\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert [line.split()[-1] for line in counts
+            if line.split()[0] in ("finished", "rejected")] == ["0", "3"]
     data["workload"]["input_len_dist"]["value"] = 1e12
     assert cli_error(write_config(tmp_path, data), capsys).endswith(
         "[workload.input_len_dist] value = 1000000000000.0: must be an integer >= 1 and "
