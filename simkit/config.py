@@ -295,6 +295,10 @@ class ModelConfig:
                      "max_seq_len", "num_experts", "experts_per_token", "sliding_window",
                      "num_sliding_layers"):
             _as_int(self, name)
+        if self.head_dim is None and self.num_heads > self.hidden_dim:
+            raise _fail(t, "num_heads", self.num_heads,
+                        f"must be <= hidden_dim = {self.hidden_dim} (the head width "
+                        "hidden_dim // num_heads would be 0), or set head_dim")
         if self.num_kv_heads is not None and self.num_kv_heads > self.num_heads:
             raise _fail(t, "num_kv_heads", self.num_kv_heads,
                         f"must be <= num_heads = {self.num_heads}")
@@ -419,6 +423,7 @@ class LengthDist:
         for name in need:
             if getattr(self, name) is None:
                 raise _fail(table, name, None, f"is required for type = {self.type!r}")
+        # token counts above 1e9 (the sampler's clamp) cannot be drawn as int64 integers
         if self.type == "fixed":
             _check_number(table, "value", self.value, integer=True, minimum=1, maximum=1e9)
         elif self.type == "uniform":

@@ -146,7 +146,7 @@ class IntervalSeries:
                "output_tokens", "running", "waiting", "steps")
 
     def __init__(self, dt: float) -> None:
-        self.dt = dt
+        self.dt = float(dt)  # an int from TOML (2**63) would overflow numpy in frame()
         self.index = 0  # the open interval
         self._cols: dict[str, list[float]] = {c: [] for c in self.COLUMNS}
         self._cur = dict.fromkeys(self.COLUMNS, 0.0)

@@ -537,7 +537,7 @@ def _numeric(p: Path, raw: pd.DataFrame, col: str, line_offset: int | None) -> n
     if len(bad):
         i = int(bad[0])
         cell = raw[col].iloc[i]
-        why = ("is missing (NaN)" if pd.isna(cell)
+        why = ("is missing (NaN)" if pd.api.types.is_scalar(cell) and pd.isna(cell)
                else "is negative" if np.isfinite(values[i]) and values[i] < 0
                else "is not a finite number")
         raise TraceError(f"{p}: {_row(i, line_offset)}: {col} = {_cell(cell)} {why}")

@@ -85,3 +85,27 @@ def roofline_step_time(cfg: simkit.Config, num_new: int, num_cached: int) -> flo
                                    + 2.0 * (hw.tp - 1) / hw.tp * volume
                                    / hw.interconnect_bandwidth)
     return hw.alpha * max(flops / peak, nbytes / bandwidth) + comm + hw.beta
+
+
+def roofline_batch_time(cfg: simkit.Config, batch: list[tuple[int, int]]) -> float:
+    """Spec section 3 for a batch of ``(num_new, num_cached)`` pairs, one per request.
+
+    Weights are read once per step; FLOPs, KV bytes and communication add over requests.
+    """
+    hw, m = cfg.hardware, cfg.model
+    head = m.head_dim or m.hidden_dim // m.num_heads
+    kv_heads = m.num_kv_heads or m.num_heads
+    kv_per_token = 2 * m.num_layers * kv_heads * head * (hw.kv_bytes_per_element
+                                                          or hw.bytes_per_param)
+    tokens = sum(s for s, _ in batch)
+    pairs = sum(s * (c + (s + 1) / 2.0) for s, c in batch)
+    kv = sum(c + s for s, c in batch)
+    flops = 2.0 * tokens * m.num_parameters + 4.0 * m.num_layers * m.num_heads * head * pairs
+    nbytes = m.num_parameters * hw.bytes_per_param + kv_per_token * kv
+    peak = hw.compute_flops * hw.tp * hw.compute_efficiency
+    bandwidth = hw.memory_bandwidth * hw.tp * hw.bandwidth_efficiency
+    comm = 0.0
+    if hw.tp > 1:
+        comm = 2 * m.num_layers * (hw.interconnect_latency + 2.0 * (hw.tp - 1) / hw.tp
+                                   * tokens * m.hidden_dim * 2.0 / hw.interconnect_bandwidth)
+    return hw.alpha * max(flops / peak, nbytes / bandwidth) + comm + hw.beta

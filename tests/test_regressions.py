@@ -5,6 +5,7 @@ Each test names the symptom before the fix; all run in well under a second.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -127,3 +128,57 @@ def test_the_largest_allowed_priority_levels_and_burst_still_simulate():
     assert result.summary.counts["finished"] == 3
     # the 3 requests arrive together (one burst), after one exponential gap of mean 1 s
     assert result.requests["arrival_time"].nunique() == 1
+
+
+def test_more_heads_than_hidden_dim_is_a_config_error_not_a_division_by_zero():
+    # head width = hidden_dim // num_heads = 0 made kv_bytes_per_token 0 and
+    # Config.num_gpu_blocks raised ZeroDivisionError (found by tests/test_fuzz.py)
+    from reliability_helpers import tiny_config_dict
+
+    data = tiny_config_dict()
+    data["model"]["num_heads"] = 65  # hidden_dim is 64
+    with pytest.raises(simkit.ConfigError) as info:
+        simkit.config_from_dict(data)
+    assert str(info.value) == ("[model] num_heads = 65: must be <= hidden_dim = 64 (the head "
+                               "width hidden_dim // num_heads would be 0), or set head_dim")
+    data["model"]["head_dim"] = 1  # an explicit head width makes it a valid (odd) model
+    assert simkit.config_from_dict(data).kv_bytes_per_token == 2 * 2 * 65 * 1 * 2
+
+
+def test_a_huge_integer_sample_interval_runs_with_one_time_series_row():
+    # sample_interval_secs = 2**63 (an int from TOML) overflowed numpy's int64 in
+    # np.arange(n) * dt when the time series was built (found by tests/test_fuzz.py)
+    cfg = tiny_config(workload=FEW_REQUESTS, simulation={"sample_interval_secs": 2**63})
+    result = simkit.simulate(cfg)
+    assert result.summary.counts["finished"] == 3
+    assert len(result.timeseries) == 1
+    assert result.timeseries["time_s"].iloc[0] == 0.0
+
+
+@pytest.mark.parametrize("cell", ["[]", "[1, 2]", "{}"])
+def test_a_list_or_object_timestamp_in_a_mooncake_trace_is_a_trace_error(tmp_path, cell):
+    # pd.isna([]) is an array: building the message raised "truth value of an empty array
+    # is ambiguous" (ValueError) instead of a TraceError (found by tests/test_fuzz.py)
+    p = tmp_path / "t.jsonl"
+    p.write_text('{"timestamp": 0, "input_length": 5, "output_length": 2}\n'
+                 f'{{"timestamp": {cell}, "input_length": 5, "output_length": 2}}\n')
+    with pytest.raises(simkit.TraceError) as info:
+        simkit.read_trace(p)
+    assert str(info.value) == (f"{p}: row 2 (line 2): timestamp = {json.loads(cell)!r} is not a "
+                               "finite number")
+
+
+@pytest.mark.parametrize(("dist", "field"), [
+    ({"type": "uniform", "min": 1, "max": 1e30}, "max"),
+    ({"type": "uniform", "min": 2**63, "max": 2**64}, "min"),
+    ({"type": "fixed", "value": 1e12}, "value"),
+])
+def test_token_counts_above_1e9_are_config_errors(dist, field):
+    # uniform max = 1e30 reached rng.integers and raised "high is out of bounds for int64"
+    # (found by a sweep of hostile values over every config field); fixed values above the
+    # sampler's 1e9 clamp were silently replaced by 1e9
+    with pytest.raises(simkit.ConfigError) as info:
+        tiny_config(workload={**FEW_REQUESTS, "input_len_dist": dist})
+    message = str(info.value)
+    assert message.startswith(f"[workload.input_len_dist] {field} = ")
+    assert message.endswith("must be an integer >= 1 and <= 1e+09")
