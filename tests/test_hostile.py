@@ -119,7 +119,7 @@ def test_a_missing_file_or_a_directory_is_a_config_error(tmp_path, capsys):
     ("simulation", "sample_interval_secs", "0.0", "0.0", "must be a number >= 1e-06"),
     ("simulation", "mode", '"turbo"', "'turbo'", "must be one of fast, exact"),
     # huge counts
-    ("workload", "num_requests", "1e30", "1e+30", "must be an integer >= 1 and <= 1e+09"),
+    ("workload", "num_requests", "1e30", "1e+30", "must be an integer >= 1 and <= 5e+07"),
     ("workload", "seed", "-1", "-1", "must be an integer >= 0 and <= 9.22337e+18"),
 ])
 def test_bad_values_name_table_field_value_and_allowed_range(tmp_path, capsys, table, field,
@@ -214,10 +214,12 @@ def test_bad_command_line_overrides_are_errors_not_tracebacks(tmp_path, capsys):
     assert cli_error(path, capsys, "--set", "hardware.tp") == \
         "simkit: error: --set 'hardware.tp': expected table.field=value"
     assert "table one of hardware, model" in cli_error(path, capsys, "--set", "foo.tp=2")
+    # overrides are applied to the file's data before validation, so the file is named too
     assert cli_error(path, capsys, "--set", "hardware.tp=nan") == \
-        "simkit: error: override hardware.tp = nan: must be a number"
+        f"simkit: error: {path}: override hardware.tp = nan: must be a number"
     assert cli_error(path, capsys, "--set", "workload.num_requests=-3") == \
-        "simkit: error: [workload] num_requests = -3: must be an integer >= 1 and <= 1e+09"
+        f"simkit: error: {path}: [workload] num_requests = -3: must be an integer >= 1 and " \
+        "<= 5e+07"
     assert "[workload] seed = -1" in cli_error(path, capsys, "--seed", "-1")
 
 

@@ -87,6 +87,7 @@ def test_throughput_is_totals_over_last_finish_minus_first_arrival(
 def test_per_gpu_throughput_divides_by_tp() -> None:
     data = tiny_dict()
     data["hardware"].update(tp=4, interconnect_bandwidth=1e30)
+    data["model"].update(num_heads=4, num_kv_heads=1, head_dim=1)  # tp must divide the heads
     data["hardware"]["compute_flops"] = 1e30 / 4  # same totals as the tp=1 replica
     data["hardware"]["memory_bandwidth"] = 1e30 / 4
     data["hardware"]["kv_cache_capacity"] = 16 * 4 * 2
