@@ -43,7 +43,6 @@ __all__ = ["Engine", "simulate"]
 
 ProgressCallback = Callable[[Snapshot], Any]
 
-_STATUS_NAMES = {int(RequestStatus.FINISHED): "finished", int(RequestStatus.REJECTED): "rejected"}
 
 
 def simulate(config: Config, progress: ProgressCallback | None = None, *,

@@ -162,16 +162,23 @@ class FastForward:
         e.kv_peak_blocks = peak
         if not k:
             return False
+        self._close(k, t0)
+        return True
+
+    def _close(self, k: int, end: float) -> None:
+        """End a stretch of ``k`` steps at ``end``: clocks, the group's counter, finishes."""
+        e = self.engine
+        sched = e.scheduler
+        assert sched.group is not None
         e.num_steps += k
-        itl.last_step_end = t0
-        e.now = t0
-        sched.last_num_emitted = n
-        finished = group.advance(k, t0)
+        e.itl.last_step_end = end
+        e.now = end
+        sched.last_num_emitted = sched.group.n
+        finished = sched.group.advance(k, end)
         self.num_stretches += 1
         if finished:
-            sched.retire(finished, t0, 0)
+            sched.retire(finished, end, 0)
             e._on_finished(finished)
-        return True
 
     def _apply(self, k: int, d: np.ndarray, flops: np.ndarray, nbytes: np.ndarray,
                starts: np.ndarray, ends: np.ndarray) -> None:
@@ -206,17 +213,8 @@ class FastForward:
         peak = int(used[-1])
         if peak > e.kv_peak_blocks:
             e.kv_peak_blocks = peak
-        e.num_steps += k
-        end = float(ends[-1])
         e.itl.step_start = float(starts[-1])
-        e.itl.last_step_end = end
-        e.now = end
-        sched.last_num_emitted = n
-        finished = group.advance(k, end)
-        self.num_stretches += 1
-        if finished:
-            sched.retire(finished, end, 0)
-            e._on_finished(finished)
+        self._close(k, float(ends[-1]))
 
     def _book_series(self, k: int, n: int, waiting: int, starts: np.ndarray, ends: np.ndarray,
                      flops: np.ndarray, nbytes: np.ndarray, kv_block_s: np.ndarray) -> None:

@@ -112,8 +112,8 @@ class KVCacheManager:
         """Counting mode: ``count`` blocks leave the free pool (decode-group growth)."""
         self._num_free -= count
 
-    def append_block(self, request: Request) -> None:
-        """Prefix mode: give ``request`` one more block, recycling the LRU free block."""
+    def _take_free_block(self) -> int:
+        """Recycle the least recently freed block: forget its hash, give it one reference."""
         block, _none = self._free_queue.popitem(last=False)
         old = self._block_hash[block]
         if old is not None:
@@ -121,8 +121,12 @@ class KVCacheManager:
                 del self._cached[old]
             self._block_hash[block] = None
         self._ref_cnt[block] = 1
+        return block
+
+    def append_block(self, request: Request) -> None:
+        """Prefix mode: give ``request`` one more block, recycling the LRU free block."""
         assert request.block_ids is not None
-        request.block_ids.append(block)
+        request.block_ids.append(self._take_free_block())
         request.num_blocks += 1
         self._num_free -= 1
 
@@ -179,14 +183,7 @@ class KVCacheManager:
             request.num_computed_tokens
         need = _cdiv(base + num_new_tokens, self.block_size) - request.num_blocks
         for _ in range(need):
-            block, _none = self._free_queue.popitem(last=False)
-            old = self._block_hash[block]
-            if old is not None:
-                if self._cached.get(old) == block:
-                    del self._cached[old]
-                self._block_hash[block] = None
-            self._ref_cnt[block] = 1
-            request.block_ids.append(block)
+            request.block_ids.append(self._take_free_block())
         self._num_free -= max(need, 0)
         request.num_blocks = len(request.block_ids)
         return True
