@@ -34,6 +34,7 @@ import pandas as pd
 
 from simkit.config import Config
 from simkit.errors import ConfigError, SimulationError
+from simkit.metrics import throughput_totals
 from simkit.perf import PerfModel
 from simkit.validate import (
     Experiment,
@@ -140,14 +141,7 @@ class Recording:
         return {
             "ttft_ms": stats(ttft), "tpot_ms": stats(tpot), "e2e_ms": stats(e2e),
             "itl_ms": {}, "queue_ms": {},
-            "throughput": {
-                "requests_per_s": len(out) / duration,
-                "input_tokens_per_s": n_in / duration,
-                "output_tokens_per_s": n_out / duration,
-                "total_tokens_per_s": (n_in + n_out) / duration,
-                "output_tokens_per_s_per_gpu": n_out / duration / tp,
-                "total_tokens_per_s_per_gpu": (n_in + n_out) / duration / tp,
-            },
+            "throughput": throughput_totals(len(out), n_in, n_out, duration, tp),
         }
 
 

@@ -31,7 +31,7 @@ from simkit.config import Config
 from simkit.errors import SimulationError
 from simkit.io import config_to_dict
 from simkit.kv_cache import KVCacheManager
-from simkit.metrics import IntervalSeries, Summary, latency_stats
+from simkit.metrics import IntervalSeries, Summary, latency_stats, throughput_totals
 from simkit.perf import PerfModel
 from simkit.policy import Policy, make_policy
 from simkit.request import Request, RequestStatus
@@ -398,12 +398,7 @@ class Engine:
         in_tok = float(fin["num_prompt_tokens"].sum())
         out_tok = float(fin["num_output_tokens"].sum())
         throughput = {
-            "requests_per_s": len(fin) / safe,
-            "input_tokens_per_s": in_tok / safe,
-            "output_tokens_per_s": out_tok / safe,
-            "total_tokens_per_s": (in_tok + out_tok) / safe,
-            "output_tokens_per_s_per_gpu": out_tok / safe / tp,
-            "total_tokens_per_s_per_gpu": (in_tok + out_tok) / safe / tp,
+            **throughput_totals(len(fin), in_tok, out_tok, safe, tp),
             # what one user sees while streaming: mean over requests of 1 / TPOT
             "output_tokens_per_s_per_user": float((1e3 / fin["tpot_ms"]).mean())
             if fin["tpot_ms"].notna().any() else math.nan,

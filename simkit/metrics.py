@@ -87,6 +87,20 @@ def latency_stats(values: np.ndarray, weights: np.ndarray | None = None,
     return result
 
 
+def throughput_totals(num_requests: int, input_tokens: float, output_tokens: float,
+                      duration: float, tp: int) -> dict[str, float]:
+    """Throughputs over ``duration`` (last finish − first arrival), also per GPU (÷ ``tp``)."""
+    total = input_tokens + output_tokens
+    return {
+        "requests_per_s": num_requests / duration,
+        "input_tokens_per_s": input_tokens / duration,
+        "output_tokens_per_s": output_tokens / duration,
+        "total_tokens_per_s": total / duration,
+        "output_tokens_per_s_per_gpu": output_tokens / duration / tp,
+        "total_tokens_per_s_per_gpu": total / duration / tp,
+    }
+
+
 @dataclass
 class Summary:
     """The run's headline numbers; ``to_dict()`` is the documented, stable JSON schema."""
